@@ -1,0 +1,34 @@
+"""Runtime settings that are not about scraping, from ``SCRAPER_*`` environment variables or a ``.env`` file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the config is, which broker to use, where data lives, which ports to serve on."""
+
+    model_config = SettingsConfigDict(env_prefix="SCRAPER_", env_file=".env", extra="ignore")
+
+    #: the YAML config file; unset means the built-in self-scraping config of ``pprof-scraper run``
+    config: Path | None = None
+    #: the Redis URL used as Celery broker and for status, locks and bodies; unset means
+    #: ``pprof-scraper run`` starts its own Redis in ``data_dir``
+    broker_url: str | None = None
+    #: where ``pprof-scraper run`` keeps its embedded Redis (socket, append-only file)
+    data_dir: Path = Path(".pprof-scraper")
+    #: port of the HTTP server for /metrics, /targets, /-/healthy, /-/ready; unset means off
+    #: (``pprof-scraper run`` picks a default)
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    #: log level of every process
+    log_level: str = "INFO"
+    #: gevent greenlets per worker process
+    concurrency: int = Field(default=500, ge=1)
+    #: seconds before Redis hands an unacknowledged push to another worker; must exceed the
+    #: longest push attempt plus its backoff wait
+    visibility_timeout: int = Field(default=900, ge=1)
+    #: trace Python allocations so /debug/pprof/heap and /debug/pprof/allocs can answer
+    tracemalloc: bool = False
