@@ -1,0 +1,24 @@
+"""Every Redis key the scraper uses, under one prefix, so an operator can find (and a test can search) them all."""
+
+from __future__ import annotations
+
+PREFIX = "pprof-scraper:"
+
+#: the lock held by the one beat that emits (value: the holder's token)
+BEAT_LOCK = PREFIX + "beat:lock"
+#: Unix time up to which the emitting beat has sent slots; a beat taking over starts after it
+BEAT_EMITTED_UNTIL = PREFIX + "beat:emitted-until"
+#: hash of beat's state: config version, last reload error
+BEAT_STATE = PREFIX + "beat:state"
+#: a profile body waiting for its pushes (claim check), by push id
+BODY = PREFIX + "body:{id}"
+#: how many receivers still have to take the body of a push id
+BODY_REFS = PREFIX + "body-refs:{id}"
+#: pushes that used up their retries: a list of msgpack entries, newest first
+DEADLETTER = PREFIX + "deadletter"
+#: a CPU profile request in flight to a target (value: the holder's token), by scheme://address
+CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
+#: hash of running totals: scrapes done/failed/dropped, pushes done/failed/deadlettered
+COUNTERS = PREFIX + "counters"
+#: hash of target status records, field = spec key
+STATUS = PREFIX + "status"
