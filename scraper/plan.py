@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
@@ -76,6 +77,12 @@ class ScrapeSpec:
         }
 
 
+def describe(job: str, instance: str, profile_type: str, scheduled_at: float) -> str:
+    """How a scrape reads in Flower and logs: job, instance, profile type, scheduled time (UTC)."""
+    when = datetime.fromtimestamp(scheduled_at, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return f"{job} {instance} {profile_type} @{when}Z"
+
+
 def public_labels(labels: dict[str, str]) -> dict[str, str]:
     """The labels that do not start with ``__``."""
     return {k: v for k, v in labels.items() if not k.startswith("__")}
@@ -114,7 +121,7 @@ def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
 def offset_in_interval(key: str, interval_s: float) -> float:
     """A position in ``[0, interval_s)`` drawn from ``key``, so that a fleet spreads evenly over the interval."""
     fraction = int(key, 16) / float(16 ** len(key))
-    return round(fraction * interval_s, 3)
+    return math.floor(fraction * interval_s * 1000) / 1000  # floor, so it can never reach the interval
 
 
 def next_slot(spec: ScrapeSpec, after: float) -> float:

@@ -30,5 +30,7 @@ class Settings(BaseSettings):
     #: seconds before Redis hands an unacknowledged push to another worker; must exceed the
     #: longest push attempt plus its backoff wait
     visibility_timeout: int = Field(default=900, ge=1)
+    #: seconds a beat's lock lives without renewal: how soon a standby beat takes over from a dead one
+    beat_lock_ttl: float = Field(default=10.0, gt=0)
     #: trace Python allocations so /debug/pprof/heap and /debug/pprof/allocs can answer
     tracemalloc: bool = False

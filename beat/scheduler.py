@@ -1,0 +1,141 @@
+"""A Celery beat scheduler whose entries are the plan.
+
+The stock scheduler compares every entry on every tick (O(N) per tick, O(N²) per cycle), which
+cannot serve thousands of targets. This one keeps a heap of (next slot, spec): a tick pops what is
+due, sends it, and pushes its next slot, O(log N) per scrape. Slots are pinned to absolute time
+(``k * interval + offset``), so they survive restarts, reloads and a change of emitting beat.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from celery.beat import Scheduler
+
+from scraper import keys, status
+from scraper.config import Config
+from scraper.plan import ScrapeSpec, describe, next_slot, plan
+from scraper.runtime import ConfigSource, broker_url, connect_redis
+from scraper.settings import Settings
+
+from .lock import BeatLock
+
+log = logging.getLogger(__name__)
+
+#: Longest sleep between ticks: how quickly a config change, SIGHUP or lost lock is noticed.
+MAX_SLEEP_S = 1.0
+
+
+class PlanScheduler(Scheduler):
+    """Emits one ``scraper.scrape`` task per spec per interval, at the spec's slot, while holding the beat lock."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._heap: list[tuple[float, int, ScrapeSpec]] = []
+        self._specs: list[ScrapeSpec] = []
+        self._hup = threading.Event()
+        self._heap_stale = True
+        self.emitted = 0
+        super().__init__(*args, **kwargs)
+
+    # ---------------------------------------------------------------- Celery's hooks
+
+    def setup_schedule(self) -> None:
+        settings = Settings()
+        if settings.config is None:
+            raise SystemExit("SCRAPER_CONFIG is not set: point it at the YAML config file")
+        self.redis = connect_redis(broker_url(settings))
+        self.lock = BeatLock(self.redis, settings.beat_lock_ttl)
+        self.source = ConfigSource(settings.config)
+        self._apply(self.source.get())
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
+
+    def get_schedule(self) -> dict[str, Any]:
+        return {}
+
+    def set_schedule(self, schedule: dict[str, Any]) -> None:
+        pass
+
+    schedule = property(get_schedule, set_schedule)
+
+    @property
+    def info(self) -> str:
+        return f"    . plan: {len(self._specs)} scrape specs from {self.source.path}"
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """Send every scrape that is due, then say how long to sleep."""
+        now = time.time()
+        if not self.lock.hold():
+            self._heap_stale = True
+            self._maybe_reload()
+            return MAX_SLEEP_S
+        if self._heap_stale:
+            self._rebuild_heap(after=self._resume_point(now))
+        self._emit_due(now)
+        # Everything due up to now is sent: a reload or a beat taking over resumes from here.
+        self.redis.set(keys.BEAT_EMITTED_UNTIL, repr(now))
+        self._maybe_reload()
+        if not self._heap:
+            return MAX_SLEEP_S
+        return max(0.0, min(self._heap[0][0] - time.time(), MAX_SLEEP_S))
+
+    def close(self) -> None:
+        self.lock.release()
+        super().close()
+
+    # ---------------------------------------------------------------- the plan
+
+    def _resume_point(self, now: float) -> float:
+        """Where emission resumes: where the last emitting beat stopped, if that was moments ago
+        (a reload, a takeover), else now (a fresh start does not replay old slots)."""
+        emitted_until = float(self.redis.get(keys.BEAT_EMITTED_UNTIL) or 0)
+        return emitted_until if 0 <= now - emitted_until <= 2 * self.lock.ttl_ms / 1000 else now
+
+    def _emit_due(self, now: float) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            due, index, spec = heapq.heappop(heap)
+            if now - due < spec.interval_s:
+                self._send(spec, due)
+            else:
+                log.warning("slot of %s %s %s is over an interval late; skipped", spec.job, spec.url, due)
+            heapq.heappush(heap, (next_slot(spec, max(due, now - spec.interval_s)), index, spec))
+
+    def _send(self, spec: ScrapeSpec, due: float) -> None:
+        self.app.send_task(
+            "scraper.scrape",
+            args=(spec.job, spec.profile_type, spec.target_labels, due),
+            queue="scrape",
+            # A scrape that cannot start within its interval is dropped rather than run late.
+            expires=max(0.5, due + spec.interval_s - time.time()),
+            producer=self.producer,
+            argsrepr=describe(spec.job, spec.labels.get("instance", ""), spec.profile_type, due),
+        )
+        self.emitted += 1
+
+    def _rebuild_heap(self, after: float) -> None:
+        self._heap = [(next_slot(spec, after), i, spec) for i, spec in enumerate(self._specs)]
+        heapq.heapify(self._heap)
+        self._heap_stale = False
+
+    def _apply(self, config: Config) -> None:
+        self._specs = plan(config)
+        status.register_specs(self.redis, self._specs)
+        self.redis.hset(keys.BEAT_STATE, mapping={"config_version": self.source.version, "specs": len(self._specs),
+                                                  "reload_error": ""})
+        self._heap_stale = True
+        log.info("planned %d scrape specs from %s", len(self._specs), self.source.path)
+
+    def _maybe_reload(self) -> None:
+        version = self.source.version
+        config = self.source.get(force_check=self._hup.is_set())
+        self._hup.clear()
+        if self.source.version != version:
+            self._apply(config)
+        elif self.source.last_error:
+            self.redis.hset(keys.BEAT_STATE, "reload_error", self.source.last_error)

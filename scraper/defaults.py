@@ -1,0 +1,36 @@
+"""The built-in config of ``pprof-scraper run`` with no config at all: it scrapes its own processes,
+so a first run on a fresh machine stores real profiles that ``go tool pprof`` opens."""
+
+from __future__ import annotations
+
+import yaml
+
+#: Port of the HTTP server of ``pprof-scraper run`` when SCRAPER_HTTP_PORT is unset (Go's customary pprof port).
+DEFAULT_RUN_HTTP_PORT = 6060
+
+
+def builtin_config_yaml(targets: list[tuple[str, int]], tracemalloc: bool) -> str:
+    """A config scraping each ``(component, port)`` on 127.0.0.1 every 15 s into ./profiles."""
+    profiling = {
+        "profile.process_cpu": {"enabled": True},
+        "profile.goroutine": {"enabled": True},
+        "profile.memory": {"enabled": tracemalloc, "path": "/debug/pprof/heap"},
+        "profile.block": {"enabled": False},
+        "profile.mutex": {"enabled": False},
+    }
+    config = {
+        "scrape": {
+            "self": {
+                "targets": [
+                    {"__address__": f"127.0.0.1:{port}", "component": component, "service_name": "pprof-scraper"}
+                    for component, port in targets
+                ],
+                "forward_to": ["files"],
+                "scrape_interval": "15s",
+                "profiling_config": profiling,
+            }
+        },
+        "write": {"files": {"type": "file", "path": "./profiles"}},
+    }
+    header = "# Built-in config of `pprof-scraper run`: it scrapes its own processes. Give your own with --config.\n"
+    return header + yaml.safe_dump(config, sort_keys=False)

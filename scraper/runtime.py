@@ -1,0 +1,195 @@
+"""What one worker or beat process holds: its config (re-read when the file changes), its Redis
+connection, one HTTP client per job and one receiver per ``write:`` entry.
+
+Workers rebuild every request from this process's own config: a task message names the job,
+target labels, profile type and slot, never a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import redis
+
+from . import delivery, metrics, status
+from .client import TargetClient
+from .config import Config, load_config
+from .errors import ConfigError, PushError, PushRejected
+from .plan import ScrapeSpec, spec_for
+from .receivers import Profile, Receiver, build_receiver
+from .receivers.retry import retry_delay
+from .scrape import ScrapeResult, scrape_once
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: How often the config file's mtime is compared, at most.
+CONFIG_CHECK_INTERVAL_S = 1.0
+
+
+def connect_redis(url: str) -> redis.Redis:
+    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("redis+socket", "unix", "socket"):
+        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+        return redis.Redis(unix_socket_path=unquote(parts.path), db=int(query.get("virtual_host", query.get("db", 0))),
+                           health_check_interval=30)
+    return redis.Redis.from_url(url, health_check_interval=30)
+
+
+def broker_url(settings: Settings) -> str:
+    """The broker URL: ``SCRAPER_BROKER_URL``, else the embedded Redis a ``run`` in the data dir started."""
+    if settings.broker_url:
+        return settings.broker_url
+    marker = settings.data_dir / "broker-url"
+    if marker.exists():
+        return marker.read_text().strip()
+    return "redis://localhost:6379/0"
+
+
+class ConfigSource:
+    """The config file of this process, re-read when its mtime changes; a bad new version is refused
+    (logged, with ``last_error`` set) and the last good one stays in force."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last_error: str | None = None
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        self._config = load_config(path)
+        self.version = 1
+        self._lock = threading.Lock()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def get(self, force_check: bool = False) -> Config:
+        """The config in force, re-read first if the file changed since the last look."""
+        now = time.monotonic()
+        if force_check or now - self._checked >= CONFIG_CHECK_INTERVAL_S:
+            self._checked = now
+            mtime = self._stat()
+            if mtime != self._mtime:
+                with self._lock:
+                    self._mtime = mtime
+                    self._reload()
+        return self._config
+
+    def _reload(self) -> None:
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("refused the changed config, the last good one stays in force: %s", exc)
+            return
+        self._config = config
+        self.last_error = None
+        self.version += 1
+        log.info("config %s reloaded (version %d)", self.path, self.version)
+
+
+class Runtime:
+    """The scrape and push stages of one process, wired to its config, Redis and receivers."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.config is None:
+            raise ConfigError(["SCRAPER_CONFIG is not set: point it at the YAML config file"], "environment")
+        self.settings = settings
+        self.source = ConfigSource(settings.config)
+        self.redis = connect_redis(broker_url(settings))
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self._clients: dict[str, tuple[object, TargetClient]] = {}
+        self._receivers: dict[str, tuple[object, Receiver]] = {}
+        for warning in self.source.get().warnings():
+            log.warning("%s", warning)
+
+    @property
+    def config(self) -> Config:
+        return self.source.get()
+
+    def client_for(self, job: str) -> TargetClient:
+        """The HTTP client of ``job``, rebuilt when that job's HTTP settings change."""
+        settings = self.config.scrape[job].http_client_config
+        cached = self._clients.get(job)
+        if cached is None or cached[0] != settings:
+            cached = (settings, TargetClient(settings, pool_size=self.settings.concurrency))
+            self._clients[job] = cached
+        return cached[1]
+
+    def receiver(self, name: str) -> Receiver:
+        """The receiver configured under ``write: name``, rebuilt when its settings change."""
+        settings = self.config.write.get(name)
+        if settings is None:
+            raise PushRejected(f"receiver {name!r} is not in this process's config; keep configs in step across hosts")
+        cached = self._receivers.get(name)
+        if cached is None or cached[0] != settings:
+            cached = (settings, build_receiver(name, settings))
+            self._receivers[name] = cached
+        return cached[1]
+
+    # ---------------------------------------------------------------- scrape stage
+
+    def scrape(self, job: str, profile_type: str, target_labels: dict[str, str], scheduled_at: float) -> ScrapeResult:
+        """Scrape one target's profile type, record its status, and stash a valid body for its receivers."""
+        spec: ScrapeSpec = spec_for(self.config, job, target_labels, profile_type)
+        result = scrape_once(spec, self.client_for(job), scheduled_at=scheduled_at, guard_client=self.redis)
+        status.record_scrape(self.redis, spec, start=result.start, duration=result.duration,
+                             error=result.error, worker=self.worker)
+        metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
+        if result.ok:
+            delivery.stash_body(self.redis, result.push_id, result.body or b"", list(spec.forward_to))
+            status.incr_counter(self.redis, "scrapes_done")
+        else:
+            status.incr_counter(self.redis, "scrapes_failed")
+        return result
+
+    def scrape_dropped(self, job: str) -> None:
+        """Count a scrape that expired before a worker could start it."""
+        metrics.observe_dropped(job)
+        status.incr_counter(self.redis, "scrapes_dropped")
+
+    # ---------------------------------------------------------------- push stage
+
+    def push(self, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str) -> bool:
+        """Deliver one stashed profile to one receiver; False when there was nothing left to deliver
+        (a redelivered push whose body every receiver already took). Raises PushError on failure."""
+        body = delivery.load_body(self.redis, push_id)
+        if body is None:
+            return False
+        began = time.monotonic()
+        try:
+            self.receiver(receiver).push(Profile(id=push_id, labels=labels, body=body, start=start, end=end, url=url))
+        except PushError as exc:
+            metrics.observe_push(receiver, exc.kind, time.monotonic() - began)
+            raise
+        metrics.observe_push(receiver, "ok", time.monotonic() - began)
+        delivery.release_body(self.redis, push_id, receiver)
+        status.incr_counter(self.redis, "pushes_done")
+        return True
+
+    def retry_delay(self, receiver: str, attempt: int, error: PushError) -> float | None:
+        """Seconds to wait before push attempt ``attempt + 1``, or None to give up."""
+        settings = self.config.write.get(receiver)
+        return None if settings is None else retry_delay(settings, attempt, error)
+
+    def give_up(self, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str,
+                error: PushError, attempts: int) -> None:
+        """Move a push that cannot be delivered to the dead-letter list, body and all."""
+        body = delivery.load_body(self.redis, push_id)
+        if body is not None:
+            delivery.dead_letter(self.redis, delivery.DeadLetter(
+                id=push_id, receiver=receiver, labels=labels, start=start, end=end, url=url,
+                error=str(error), attempts=attempts, body=body))
+            status.incr_counter(self.redis, "pushes_deadlettered")
+            log.error("push %s to %s dead-lettered after %d attempts: %s", push_id, receiver, attempts, error)
+        delivery.release_body(self.redis, push_id, receiver)
+        status.incr_counter(self.redis, "pushes_failed")

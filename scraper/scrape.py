@@ -1,0 +1,109 @@
+"""One scrape: fetch a spec's URL, validate the body as pprof, and say how it went.
+
+This is the body of one iteration of a scrape loop, without the loop: beat decides when,
+a worker calls :func:`scrape_once`. The CPU guard keeps two ``process_cpu`` requests from
+ever being in flight to the same target, wherever the tasks run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import redis
+
+from . import keys
+from .client import TargetClient
+from .errors import ScrapeError, ScrapeSkipped
+from .plan import ScrapeSpec
+from .pprof import ProfileInfo, validate_profile
+
+#: Go answers a second concurrent CPU profile with a 500, so only one may be in flight per target.
+CPU_PROFILE_TYPES = frozenset({"process_cpu"})
+
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class ScrapeResult:
+    """How one scrape went: the body and its facts when it succeeded, the error when not."""
+
+    spec: ScrapeSpec
+    scheduled_at: float
+    start: float
+    end: float
+    body: bytes | None = None
+    info: ProfileInfo | None = None
+    error: ScrapeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+    @property
+    def push_id(self) -> str:
+        """Stable id of this profile: the same (target, type, scheduled time) always gets the same id."""
+        return push_id(self.spec, self.scheduled_at)
+
+
+def push_id(spec: ScrapeSpec, scheduled_at: float) -> str:
+    """A UUID-shaped id from the spec's identity and the scheduled slot, so a redelivery is recognisable."""
+    digest = hashlib.sha256(f"{spec.key}\x00{scheduled_at:.3f}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+@contextmanager
+def cpu_guard(client: redis.Redis, spec: ScrapeSpec) -> Iterator[None]:
+    """Hold the target's CPU-profile slot for the request; raise ScrapeSkipped when another holds it.
+
+    The slot expires after the request's timeout, so a worker that dies cannot block a target for long.
+    """
+    if spec.profile_type not in CPU_PROFILE_TYPES:
+        yield
+        return
+    url = urlsplit(spec.url)
+    key = keys.CPU_INFLIGHT.format(target=f"{url.scheme}://{url.netloc}")
+    token = uuid.uuid4().hex
+    if not client.set(key, token, nx=True, px=int((spec.timeout_s + 1) * 1000)):
+        raise ScrapeSkipped(
+            "a CPU profile of this target is already in flight (Go allows one at a time); skipped this one",
+            spec.url,
+        )
+    try:
+        yield
+    finally:
+        client.eval(_RELEASE_IF_OWNER, 1, key, token)
+
+
+def scrape_once(
+    spec: ScrapeSpec,
+    client: TargetClient,
+    *,
+    scheduled_at: float,
+    guard_client: redis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ScrapeResult:
+    """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
+
+    Never raises a ScrapeError: the outcome is in the result. ``guard_client`` enables the CPU guard.
+    """
+    start = clock()
+    try:
+        with cpu_guard(guard_client, spec) if guard_client is not None else nullcontext():
+            fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
+        info = validate_profile(fetched.body, url=spec.url, size_limit=spec.body_size_limit)
+    except ScrapeError as exc:
+        return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
+    return ScrapeResult(spec, scheduled_at, start, clock(), body=fetched.body, info=info)

@@ -1,0 +1,161 @@
+"""The ``pprof-scraper`` command: the composition root that wires config, beat, workers and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from scraper.config import load_config
+from scraper.errors import ConfigError
+from scraper.plan import plan
+from scraper.settings import Settings
+
+EXAMPLES = """\
+examples:
+  pprof-scraper run                          scrape this run's own processes into ./profiles
+  pprof-scraper run --config scraper.yaml    scrape what scraper.yaml says
+  pprof-scraper check scraper.yaml           validate a config
+  pprof-scraper plan scraper.yaml --json     every scrape the config implies
+  pprof-scraper targets --health down        targets whose last scrape failed
+  pprof-scraper deadletter list              pushes that used up their retries
+
+environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL, SCRAPER_DATA_DIR (default .pprof-scraper),
+SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_VISIBILITY_TIMEOUT,
+SCRAPER_BEAT_LOCK_TTL, SCRAPER_TRACEMALLOC; also read from a .env file.
+"""
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [f"SCRAPER_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError(problems, "environment") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for warning in config.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
+    specs = plan(config)
+    targets = sum(len(job.targets) for job in config.scrape.values())
+    print(f"{args.config}: ok: {len(config.scrape)} jobs, {targets} targets, {len(specs)} scrapes per interval, "
+          f"{len(config.write)} receivers")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    specs = plan(load_config(args.config))
+    if args.json:
+        for spec in specs:
+            print(json.dumps(spec.as_dict(), sort_keys=True))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("job", "type", "url", "every", "timeout", "offset", "forward_to", "labels")
+    for spec in specs:
+        labels = ", ".join(f"{k}={v}" for k, v in spec.labels.items() if k not in ("job", "__name__"))
+        table.add_row(spec.job, spec.profile_type, spec.url, f"{spec.interval_s:g}s", f"{spec.timeout_s:g}s",
+                      f"{spec.offset_s:.3f}s", ",".join(spec.forward_to), labels)
+    Console().print(table)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .supervisor import run
+
+    settings = _settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run(settings, args.config, args.workers)
+
+
+def cmd_targets(args: argparse.Namespace) -> int:
+    from scraper import status, status_view
+    from scraper.runtime import broker_url, connect_redis
+
+    health = status.TargetHealth(args.health) if args.health else None
+    statuses = status.read_statuses(connect_redis(broker_url(_settings())), job=args.job, health=health)
+    if args.json:
+        print(status_view.statuses_json(statuses))
+    else:
+        from rich.console import Console
+
+        Console().print(status_view.render_table(statuses))
+    return 0
+
+
+def cmd_deadletter(args: argparse.Namespace) -> int:
+    from scraper import delivery
+    from scraper.runtime import broker_url, connect_redis
+
+    client = connect_redis(broker_url(_settings()))
+    if args.action == "list":
+        for entry in delivery.list_dead_letters(client, limit=args.limit):
+            print(json.dumps(entry.summary(), sort_keys=True))
+        return 0
+    if args.action == "purge":
+        print(f"purged {delivery.purge_dead_letters(client)} dead letters")
+        return 0
+    from worker.tasks import push
+
+    replayed = 0
+    while replayed < args.limit and (entry := delivery.take_dead_letter(client)) is not None:
+        delivery.stash_body(client, entry.id, entry.body, [entry.receiver])
+        push.apply_async(args=(entry.id, entry.receiver, entry.labels, entry.start, entry.end, entry.url))
+        replayed += 1
+    print(f"replayed {replayed} dead letters (sent again as push tasks)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pprof-scraper",
+        description="A distributed pprof scraper on Celery and Redis, configured like Grafana Alloy's pyroscope.scrape.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="validate a config file and summarise it")
+    check.add_argument("config", type=Path, help="the YAML config file")
+    check.set_defaults(func=cmd_check)
+
+    plan_ = sub.add_parser("plan", help="print every scrape the config implies")
+    plan_.add_argument("config", type=Path, help="the YAML config file")
+    plan_.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    plan_.set_defaults(func=cmd_plan)
+
+    run = sub.add_parser("run", help="run Redis (unless SCRAPER_BROKER_URL is set), beat and workers until Ctrl-C")
+    run.add_argument("--config", type=Path, default=None,
+                     help="the YAML config file (default: SCRAPER_CONFIG, else a built-in config scraping this run)")
+    run.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    run.set_defaults(func=cmd_run)
+
+    targets = sub.add_parser("targets", help="the last scrape of every target, from Redis")
+    targets.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    targets.add_argument("--job", help="only this job")
+    targets.add_argument("--health", choices=["up", "down", "unknown"], help="only targets with this health")
+    targets.set_defaults(func=cmd_targets)
+
+    dead = sub.add_parser("deadletter", help="pushes that used up their retries: list, replay or purge them")
+    dead.add_argument("action", choices=["list", "replay", "purge"])
+    dead.add_argument("--limit", type=int, default=1000, help="at most this many entries (list, replay)")
+    dead.set_defaults(func=cmd_deadletter)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""``pprof-scraper run``: the whole system in one command — Redis (embedded unless a broker is
+given), one beat and N gevent workers as child processes, an HTTP server, and a progress line
+every interval. Ctrl-C or SIGTERM stops everything within 10 s and leaves no process behind."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from scraper import status
+from scraper.config import Config, FileReceiverConfig, load_config
+from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml
+from scraper.embedded_redis import EmbeddedRedis
+from scraper.runtime import connect_redis
+from scraper.settings import Settings
+
+log = logging.getLogger("pprof-scraper.run")
+
+#: How long children get for a warm shutdown before a cold one, and then before SIGKILL.
+WARM_SHUTDOWN_S = 5.0
+COLD_SHUTDOWN_S = 2.5
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the parent dies, so a killed `run` leaves nothing behind (Linux)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pick_ports(first: int, count: int) -> list[int]:
+    """``count`` free ports, from ``first`` upwards when those are free, else any free ones."""
+    wanted = list(range(first, first + count))
+    if all(_port_free(p) for p in wanted):
+        return wanted
+    return [_free_port() for _ in range(count)]
+
+
+@dataclass
+class Child:
+    """One supervised process: beat or a worker."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = field(default=0.0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            assert self.process is not None
+            try:
+                os.killpg(self.process.pid, signum)
+            except ProcessLookupError:
+                pass
+
+
+class Supervisor:
+    """Starts and watches Redis, beat and workers; stops them all on request."""
+
+    def __init__(self, settings: Settings, config_path: Path | None, workers: int) -> None:
+        self.settings = settings
+        self.data_dir = settings.data_dir.resolve()
+        self.config_path = config_path
+        self.workers = workers
+        self.children: list[Child] = []
+        self.redis_server: EmbeddedRedis | None = None
+        self.stopping = threading.Event()
+
+    # ---------------------------------------------------------------- start
+
+    def _config(self, ports: list[int]) -> tuple[Path, Config]:
+        if self.config_path is not None:
+            return self.config_path.resolve(), load_config(self.config_path)
+        path = self.data_dir / "builtin-config.yaml"
+        targets = [("run", ports[0])] + [(f"worker{i}", p) for i, p in enumerate(ports[1:], 1)]
+        path.write_text(builtin_config_yaml(targets, self.settings.tracemalloc))
+        log.info("no --config and no SCRAPER_CONFIG: scraping this run's own processes (built-in config %s); "
+                 "give your own with --config FILE (start from `pprof-scraper init`)", path)
+        return path, load_config(path)
+
+    def _broker(self) -> str:
+        if self.settings.broker_url:
+            log.info("using the broker at SCRAPER_BROKER_URL")
+            return self.settings.broker_url
+        self.redis_server = EmbeddedRedis(self.data_dir)
+        self.redis_server.start()
+        (self.data_dir / "broker-url").write_text(self.redis_server.url + "\n")
+        return self.redis_server.url
+
+    def start(self) -> tuple[Config, str, int]:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        ports = _pick_ports(self.settings.http_port or DEFAULT_RUN_HTTP_PORT, self.workers + 1)
+        config_path, config = self._config(ports)
+        broker = self._broker()
+        metrics_dir = self.data_dir / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+        env = dict(os.environ, SCRAPER_BROKER_URL=broker, SCRAPER_CONFIG=str(config_path),
+                   SCRAPER_DATA_DIR=str(self.data_dir), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+        env.pop("SCRAPER_HTTP_PORT", None)
+        celery = [sys.executable, "-m", "celery", "-A", "worker"]
+        level = self.settings.log_level.upper()
+        self.children.append(Child("beat", celery + ["beat", "-l", level, "--pidfile="], env))
+        for i, port in enumerate(ports[1:], 1):
+            self.children.append(Child(
+                f"worker{i}",
+                celery + ["worker", "-P", "gevent", "-c", str(self.settings.concurrency), "-Q", "scrape,push",
+                          "-n", f"worker{i}@%h", "-l", level, "--without-mingle", "--without-gossip"],
+                dict(env, SCRAPER_HTTP_PORT=str(port)),
+            ))
+        for child in self.children:
+            child.start()
+        return config, broker, ports[0]
+
+    # ---------------------------------------------------------------- watch
+
+    def watch(self, config: Config, broker: str) -> None:
+        """Log progress every interval and restart children that die, until asked to stop."""
+        client = connect_redis(broker)
+        interval = min((job.scrape_interval.total_seconds() for job in config.scrape.values()), default=15.0)
+        previous = status.read_counters(client)
+        next_report = time.monotonic() + interval
+        while not self.stopping.wait(0.5):
+            for child in self.children:
+                if not child.alive() and not self.stopping.is_set():
+                    code = child.process.returncode if child.process else None
+                    child.restarts += 1
+                    log.error("%s exited with code %s; restarting it (restart %d)", child.name, code, child.restarts)
+                    child.start()
+            if time.monotonic() >= next_report:
+                next_report += interval
+                previous = self._report(client, previous)
+
+    def _report(self, client, previous: dict[str, int]) -> dict[str, int]:
+        try:
+            counters = status.read_counters(client)
+            pending = client.llen("push")
+            dead = client.llen("pprof-scraper:deadletter")
+        except Exception as exc:  # noqa: BLE001 - a progress line must never stop the run
+            log.warning("progress unavailable: %s", exc)
+            return previous
+
+        def delta(name: str) -> int:
+            return counters.get(name, 0) - previous.get(name, 0)
+
+        log.info("last interval: %d scrapes done, %d failed, %d dropped; %d pushes done, %d pending, %d dead-lettered",
+                 delta("scrapes_done"), delta("scrapes_failed"), delta("scrapes_dropped"), delta("pushes_done"),
+                 pending, dead)
+        return counters
+
+    # ---------------------------------------------------------------- stop
+
+    def stop(self) -> None:
+        """Warm shutdown, then cold, then SIGKILL; then Redis, flushing its append-only file."""
+        self.stopping.set()
+        for signum, grace in ((signal.SIGTERM, WARM_SHUTDOWN_S), (signal.SIGQUIT, COLD_SHUTDOWN_S)):
+            for child in self.children:
+                child.signal(signum)
+            deadline = time.monotonic() + grace
+            while any(c.alive() for c in self.children) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for child in self.children:
+            child.signal(signal.SIGKILL)
+            if child.process is not None:
+                child.process.wait()
+        if self.redis_server is not None:
+            self.redis_server.stop()
+        log.info("stopped")
+
+
+def run(settings: Settings, config_path: Path | None, workers: int | None) -> int:
+    """Run the whole system until Ctrl-C or SIGTERM; return the exit code."""
+    supervisor = Supervisor(settings, config_path or settings.config, workers or os.cpu_count() or 1)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("got %s, stopping", signal.Signals(signum).name)
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        config, broker, http_port = supervisor.start()
+        from scraper.httpserver import start_http_server
+
+        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker))
+        log.info("serving /metrics, /targets and /debug/pprof on http://127.0.0.1:%d", port)
+        for name, receiver in config.write.items():
+            if isinstance(receiver, FileReceiverConfig):
+                log.info("profiles land in %s (receiver %r)", receiver.path.resolve(), name)
+        log.info("running beat and %d workers; Ctrl-C stops", supervisor.workers)
+        supervisor.watch(config, broker)
+    finally:
+        supervisor.stop()
+    return 0
