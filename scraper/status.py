@@ -1,0 +1,197 @@
+"""Target status in Redis: how the last scrape of each (target, profile type) went, and running totals.
+
+One record per spec key in the hash :data:`keys.STATUS`, a msgpack map. Beat registers the
+plan (:func:`register_specs`), every scrape updates its record (:func:`record_scrape`), and
+the ``/targets`` page and the ``targets`` command read them (:func:`read_statuses`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+
+import msgpack
+import redis
+from redis.commands.core import Script
+
+from . import keys
+from .plan import ScrapeSpec
+
+
+class TargetHealth(str, enum.Enum):
+    """How the last scrape of a target went."""
+
+    #: the last scrape fetched a valid profile
+    UP = "up"
+    #: the last scrape failed; ``last_error`` says why
+    DOWN = "down"
+    #: planned but not scraped yet
+    UNKNOWN = "unknown"
+
+
+#: down first: a reader looks for what is broken
+_HEALTH_ORDER = {TargetHealth.DOWN: 0, TargetHealth.UNKNOWN: 1, TargetHealth.UP: 2}
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """The status of one profile type of one target, as stored in Redis."""
+
+    key: str
+    job: str
+    profile_type: str
+    #: the stored profile's labels, ``__name__`` included
+    labels: dict[str, str]
+    url: str
+    health: TargetHealth = TargetHealth.UNKNOWN
+    #: start of the last scrape, Unix seconds
+    last_scrape: float | None = None
+    #: seconds the last scrape took
+    last_scrape_duration: float | None = None
+    #: why the last scrape failed; None when it succeeded
+    last_error: str | None = None
+    #: start of the last successful scrape, Unix seconds
+    last_success: float | None = None
+    #: ``hostname/pid`` of the worker that ran the last scrape
+    worker: str | None = None
+    successes: int = 0
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able values, health as its string."""
+        return {**asdict(self), "health": self.health.value}
+
+    @classmethod
+    def _from_record(cls, raw: bytes) -> TargetStatus:
+        record = msgpack.unpackb(raw)
+
+        def number(name: str) -> float | None:
+            # Lua's cmsgpack writes whole floats as integers
+            value = record.get(name)
+            return None if value is None else float(value)
+
+        return cls(
+            key=record["key"],
+            job=record["job"],
+            profile_type=record["profile_type"],
+            # Lua's cmsgpack writes an empty map as an empty array
+            labels=dict(record.get("labels") or {}),
+            url=record["url"],
+            health=TargetHealth(record.get("health", TargetHealth.UNKNOWN.value)),
+            last_scrape=number("last_scrape"),
+            last_scrape_duration=number("last_scrape_duration"),
+            last_error=record.get("last_error"),
+            last_success=number("last_success"),
+            worker=record.get("worker"),
+            successes=int(record.get("successes", 0)),
+            failures=int(record.get("failures", 0)),
+        )
+
+
+# Keeps the counts and last_success of the stored record and replaces the rest with ARGV[2],
+# all in one atomic round trip. A record that cannot be decoded restarts its counts.
+_RECORD = Script(
+    None,
+    b"""
+local new = cmsgpack.unpack(ARGV[2])
+local successes, failures, last_success = 0, 0, nil
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw then
+  local ok, old = pcall(cmsgpack.unpack, raw)
+  if ok and type(old) == 'table' then
+    successes = tonumber(old.successes) or 0
+    failures = tonumber(old.failures) or 0
+    last_success = old.last_success
+  end
+end
+if new.health == 'up' then
+  successes = successes + 1
+  last_success = new.last_scrape
+else
+  failures = failures + 1
+end
+new.successes = successes
+new.failures = failures
+new.last_success = last_success
+redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(new))
+""",
+)
+
+
+def _identity(spec: ScrapeSpec) -> dict[str, object]:
+    return {
+        "key": spec.key,
+        "job": spec.job,
+        "profile_type": spec.profile_type,
+        "labels": spec.labels,
+        "url": spec.url,
+    }
+
+
+def record_scrape(
+    client: redis.Redis,
+    spec: ScrapeSpec,
+    *,
+    start: float,
+    duration: float,
+    error: Exception | None,
+    worker: str,
+) -> None:
+    """Record how one scrape of ``spec`` went: health, times, error message, worker; count it.
+
+    Only ``str(error)`` is kept from the error (messages are secret-free by contract); nothing
+    of the request is stored.
+    """
+    record = _identity(spec) | {
+        "health": (TargetHealth.UP if error is None else TargetHealth.DOWN).value,
+        "last_scrape": float(start),
+        "last_scrape_duration": float(duration),
+        "worker": worker,
+    }
+    if error is not None:
+        record["last_error"] = str(error)
+    _RECORD(keys=[keys.STATUS], args=[spec.key, msgpack.packb(record)], client=client)
+
+
+def register_specs(client: redis.Redis, specs: list[ScrapeSpec]) -> None:
+    """Make the stored records match the plan: add ``unknown`` records for new specs, keep the
+    records of known ones, delete those whose spec left the plan."""
+    planned = {spec.key for spec in specs}
+    with client.pipeline(transaction=False) as pipe:
+        for spec in specs:
+            record = _identity(spec) | {"health": TargetHealth.UNKNOWN.value, "successes": 0, "failures": 0}
+            pipe.hsetnx(keys.STATUS, spec.key, msgpack.packb(record))
+        pipe.hkeys(keys.STATUS)
+        stored = pipe.execute()[-1]
+    stale = [key for key in stored if key.decode() not in planned]
+    if stale:
+        client.hdel(keys.STATUS, *stale)
+
+
+def read_statuses(
+    client: redis.Redis,
+    *,
+    job: str | None = None,
+    health: TargetHealth | None = None,
+) -> list[TargetStatus]:
+    """Every stored status, optionally of one job and one health; by job, down first, then labels."""
+    statuses = [TargetStatus._from_record(raw) for raw in client.hvals(keys.STATUS)]
+    statuses.sort(key=lambda s: (s.job, _HEALTH_ORDER[s.health], sorted(s.labels.items()), s.key))
+    return select(statuses, job=job, health=health)
+
+
+def select(
+    statuses: list[TargetStatus], *, job: str | None = None, health: TargetHealth | None = None
+) -> list[TargetStatus]:
+    """The statuses of ``job`` (any job when None) with ``health`` (any when None), order kept."""
+    return [s for s in statuses if (job is None or s.job == job) and (health is None or s.health == health)]
+
+
+def incr_counter(client: redis.Redis, name: str, by: int = 1) -> None:
+    """Add ``by`` to the running total ``name`` (e.g. ``scrapes_done``, ``pushes_failed``)."""
+    client.hincrby(keys.COUNTERS, name, by)
+
+
+def read_counters(client: redis.Redis) -> dict[str, int]:
+    """Every running total by name."""
+    return {name.decode(): int(value) for name, value in client.hgetall(keys.COUNTERS).items()}
