@@ -38,6 +38,13 @@ def _settings() -> Settings:
         raise ConfigError(problems, "environment") from None
 
 
+def _console():
+    """A rich console; piped output gets room for whole URLs instead of the 80-column default."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=400)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for warning in config.warnings():
@@ -55,7 +62,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for spec in specs:
             print(json.dumps(spec.as_dict(), sort_keys=True))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("job", "type", "url", "every", "timeout", "offset", "forward_to", "labels")
@@ -63,7 +69,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         labels = ", ".join(f"{k}={v}" for k, v in spec.labels.items() if k not in ("job", "__name__"))
         table.add_row(spec.job, spec.profile_type, spec.url, f"{spec.interval_s:g}s", f"{spec.timeout_s:g}s",
                       f"{spec.offset_s:.3f}s", ",".join(spec.forward_to), labels)
-    Console().print(table)
+    _console().print(table)
     return 0
 
 
@@ -84,9 +90,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.json:
         print(status_view.statuses_json(statuses))
     else:
-        from rich.console import Console
-
-        Console().print(status_view.render_table(statuses))
+        _console().print(status_view.render_table(statuses))
     return 0
 
 

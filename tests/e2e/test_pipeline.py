@@ -1,0 +1,155 @@
+"""The whole flow with real processes: config → beat → Redis → gevent worker → file store."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from scraper import keys
+from tests.conftest import wait_until
+from tests.e2e.processes import Proc, scraper_env, start_beat, start_worker
+from tests.fakes import PprofTarget, pprof_target
+
+pytestmark = pytest.mark.slow
+
+INTERVAL_S = 3
+
+
+def write_config(path: Path, store: Path, addresses: list[str], **job: str) -> Path:
+    targets = "\n".join(f'      - {{__address__: "{a}", app: demo{i}}}' for i, a in enumerate(addresses))
+    extra = "\n".join(f"    {k}: {v}" for k, v in job.items())
+    path.write_text(f"""
+scrape:
+  demo:
+    targets:
+{targets}
+    forward_to: [files]
+    scrape_interval: {INTERVAL_S}s
+    scrape_timeout: 5s
+{extra}
+write:
+  files: {{type: file, path: "{store}"}}
+""")
+    return path
+
+
+def stored(store: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in store.rglob("*.json")]
+
+
+@pytest.fixture
+def target() -> Iterator[PprofTarget]:
+    with pprof_target() as t:
+        yield t
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def test_profiles_of_every_enabled_type_reach_the_file_store_with_their_labels(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    store = tmp_path / "profiles"
+    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, [target.address]))
+    procs.append(start_worker(env, tmp_path))
+    procs.append(start_beat(env, tmp_path))
+
+    wanted = {"memory", "block", "goroutine", "mutex", "process_cpu"}
+    wait_until(lambda: {s["labels"]["__name__"] for s in stored(store)} >= wanted, timeout=2 * INTERVAL_S + 10,
+               message="a profile of every enabled type in the file store")
+
+    sidecar = next(s for s in stored(store) if s["labels"]["__name__"] == "process_cpu")
+    assert sidecar["labels"] == {"app": "demo0", "job": "demo", "instance": target.address,
+                                 "service_name": "demo", "__name__": "process_cpu"}
+    assert sidecar["url"] == f"http://{target.address}/debug/pprof/profile?seconds=2"
+    profile = next(store.rglob("*.pb.gz"))
+    assert profile.read_bytes()[:2] == b"\x1f\x8b"
+    assert target.cpu_overlaps == 0
+
+
+def test_stored_profiles_are_the_exact_bytes_the_target_served(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    store = tmp_path / "profiles"
+    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, [target.address]))
+    procs.append(start_worker(env, tmp_path))
+    procs.append(start_beat(env, tmp_path))
+    wait_until(lambda: any(s["labels"]["__name__"] == "goroutine" for s in stored(store)), timeout=2 * INTERVAL_S + 10,
+               message="a goroutine profile")
+    goroutine = next(p for p in store.rglob("*.pb.gz") if "/goroutine/" in str(p))
+    assert goroutine.read_bytes() == (Path(__file__).parents[1] / "data/go/goroutine_1.pb.gz").read_bytes()
+
+
+def test_a_second_beat_stands_by_and_takes_over_when_the_first_dies(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    store = tmp_path / "profiles"
+    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, [target.address]), SCRAPER_BEAT_LOCK_TTL="2")
+    procs.append(start_worker(env, tmp_path))
+    first = start_beat(env, tmp_path, "beat1")
+    procs.append(first)
+    first.wait_for_output("beat holds the lock")
+    second = start_beat(env, tmp_path, "beat2")
+    procs.append(second)
+
+    # While both live, only one emits: every slot of every spec is scraped at most once.
+    wait_until(lambda: len(stored(store)) >= 10, timeout=4 * INTERVAL_S + 10, message="ten stored profiles")
+    slots = [(s["labels"]["__name__"], s["start"][:19]) for s in stored(store)]
+    assert "beat holds the lock" not in second.output()
+
+    first.kill(signal.SIGKILL)
+    second.wait_for_output("beat holds the lock", timeout=2 * INTERVAL_S + 2)
+    ids = [s["id"] for s in stored(store)]
+    assert len(ids) == len(set(ids))
+    count = len(stored(store))
+    wait_until(lambda: len(stored(store)) > count + 3, timeout=2 * INTERVAL_S + 10,
+               message="profiles scheduled by the standby beat")
+    assert len(slots) <= len(stored(store))
+
+
+def test_a_reloaded_config_scrapes_new_targets_and_stops_removed_ones(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, procs: list[Proc]) -> None:
+    store = tmp_path / "profiles"
+    with pprof_target() as old, pprof_target() as new:
+        config = write_config(tmp_path / "c.yaml", store, [old.address])
+        env = scraper_env(redis_url, config)
+        procs.append(start_worker(env, tmp_path))
+        beat = start_beat(env, tmp_path)
+        procs.append(beat)
+        wait_until(lambda: old.served, timeout=2 * INTERVAL_S + 10, message="the first target to be scraped")
+
+        write_config(config, store, [new.address])
+        beat.wait_for_output("reloaded", timeout=10)
+        wait_until(lambda: sum(new.served.values()) >= 5, timeout=2 * INTERVAL_S + 10,
+                   message="the new target to be scraped")
+        # Scrapes of the old target already queued may still finish; after one interval none start.
+        served_after_reload = sum(old.served.values())
+        wait_until(lambda: sum(new.served.values()) >= 15, timeout=3 * INTERVAL_S + 10,
+                   message="more scrapes of the new target")
+        assert sum(old.served.values()) == served_after_reload
+        statuses = redis_client.hkeys(keys.STATUS)
+        assert len(statuses) == 5  # the old target's status records are gone
+
+
+def test_an_invalid_config_change_is_refused_and_the_last_good_one_keeps_running(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    store = tmp_path / "profiles"
+    config = write_config(tmp_path / "c.yaml", store, [target.address])
+    env = scraper_env(redis_url, config)
+    procs.append(start_worker(env, tmp_path))
+    beat = start_beat(env, tmp_path)
+    procs.append(beat)
+    config.write_text(config.read_text().replace("scrape_interval", "scrape_intervall"))
+    beat.wait_for_output("refused the changed config", timeout=10)
+    assert "scrape_intervall: unknown key" in beat.output()
+    count = sum(target.served.values())
+    wait_until(lambda: sum(target.served.values()) > count + 4, timeout=2 * INTERVAL_S + 10,
+               message="scrapes to go on under the last good config")
+    assert redis_client.hget(keys.BEAT_STATE, "reload_error")
