@@ -1,0 +1,301 @@
+"""The scraper's own HTTP server: ``/metrics``, the ``/targets`` page, health and readiness, self-profiling.
+
+It runs in a background thread (a greenlet under gevent's monkey-patching) of the process
+that starts it; see :func:`start_http_server`.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import groupby
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import redis
+
+from . import metrics
+from .status import TargetHealth, TargetStatus, read_statuses, select
+from .status_view import format_age, format_duration, format_labels, health_summary
+
+logger = logging.getLogger(__name__)
+
+ReadyCheck = Callable[[], tuple[bool, str]]
+
+_TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+
+
+class ScraperHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that knows how to reach Redis and whether the process is ready."""
+
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        redis_factory: Callable[[], redis.Redis] | None,
+        ready: ReadyCheck | None,
+    ) -> None:
+        self._redis_factory = redis_factory
+        self._redis: redis.Redis | None = None
+        self._redis_lock = threading.Lock()
+        self.ready = ready
+        super().__init__(address, _Handler)
+
+    @property
+    def has_redis(self) -> bool:
+        return self._redis_factory is not None
+
+    def redis(self) -> redis.Redis:
+        """One client for all requests, made on first use (a client is thread-safe; making one per request is not free)."""
+        assert self._redis_factory is not None
+        with self._redis_lock:
+            if self._redis is None:
+                self._redis = self._redis_factory()
+            return self._redis
+
+
+def start_http_server(
+    port: int,
+    *,
+    redis_factory: Callable[[], redis.Redis] | None,
+    ready: ReadyCheck | None = None,
+    host: str = "0.0.0.0",
+) -> tuple[ScraperHTTPServer, int]:
+    """Serve on ``host:port`` (0 picks a free port) from a daemon thread; return the server and its port.
+
+    Stop it with ``server.shutdown(); server.server_close()``.
+    """
+    server = ScraperHTTPServer((host, port), redis_factory, ready)
+    thread = threading.Thread(target=server.serve_forever, name="pprof-scraper-http", daemon=True)
+    thread.start()
+    return server, server.server_address[1]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ScraperHTTPServer
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query))
+        try:
+            if url.path == "/":
+                self._send(200, _INDEX.encode(), _HTML)
+            elif url.path == "/metrics":
+                self._metrics()
+            elif url.path == "/targets":
+                self._targets(query)
+            elif url.path == "/-/healthy":
+                self._send(200, b"OK\n", _TEXT)
+            elif url.path == "/-/ready":
+                self._ready()
+            elif url.path == "/debug/pprof" or url.path.startswith("/debug/pprof/"):
+                self._pprof(url.path, query)
+            else:
+                self._send(404, b"not found; see / for what this server serves\n", _TEXT)
+        except Exception:
+            logger.exception("internal error serving %s", url.path)
+            self._send(500, b"internal error; see the server's log\n", _TEXT)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        # The request line and status only: never headers.
+        logger.debug(format, *args)
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _metrics(self) -> None:
+        body, content_type = metrics.exposition(self.server.redis if self.server.has_redis else None)
+        self._send(200, body, content_type)
+
+    def _ready(self) -> None:
+        if self.server.ready is not None:
+            ok, reason = self.server.ready()
+            if not ok:
+                self._send(503, f"not ready: {reason}\n".encode(), _TEXT)
+                return
+        if self.server.has_redis:
+            try:
+                self.server.redis().ping()
+            except redis.RedisError as exc:
+                self._send(503, f"not ready: Redis does not answer PING: {exc}\n".encode(), _TEXT)
+                return
+        self._send(200, b"ready\n", _TEXT)
+
+    def _targets(self, query: dict[str, str]) -> None:
+        if not self.server.has_redis:
+            self._send(503, b"no Redis configured: target status is kept in Redis\n", _TEXT)
+            return
+        job = query.get("job") or None
+        health = None
+        if query.get("health"):
+            try:
+                health = TargetHealth(query["health"])
+            except ValueError:
+                choices = ", ".join(h.value for h in TargetHealth)
+                self._send(400, f"unknown health {query['health']!r}; use one of {choices}\n".encode(), _TEXT)
+                return
+        try:
+            statuses = read_statuses(self.server.redis())
+        except redis.RedisError as exc:
+            self._send(503, f"cannot read target status: Redis does not answer: {exc}\n".encode(), _TEXT)
+            return
+        page = render_targets_page(statuses, job=job, health=health, now=time.time())
+        self._send(200, page.encode(), _HTML)
+
+    def _pprof(self, path: str, query: dict[str, str]) -> None:
+        try:
+            # Imported on first use: optional, and nothing else of this server needs it.
+            selfprofile = importlib.import_module("scraper.selfprofile")
+            handle_pprof = selfprofile.handle_pprof
+        except (ImportError, AttributeError) as exc:
+            logger.debug("self-profiling not available: %s", exc)
+            self._send(404, b"self-profiling not available\n", _TEXT)
+            return
+        status, headers, body = handle_pprof(path, query)
+        headers = dict(headers)
+        headers.pop("Content-Length", None)  # _send sets it from the body
+        content_type = headers.pop("Content-Type", "application/octet-stream")
+        self._send(status, body, content_type, headers)
+
+
+_STYLE = """
+body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.2em 2em; color: #1d2125; }
+h1 { font-size: 1.4em; margin: 0 0 .2em; }
+h2 { font-size: 1.15em; margin: 1.4em 0 .4em; }
+h2 .counts { font-weight: normal; color: #5c6670; font-size: .85em; margin-left: .6em; }
+.summary { color: #5c6670; margin-bottom: .8em; }
+form { margin: .6em 0 1em; }
+form label { margin-right: 1em; }
+table { border-collapse: collapse; width: 100%; }
+th { text-align: left; font-weight: 600; color: #5c6670; border-bottom: 2px solid #d5dbe0; padding: .35em .5em; }
+td { padding: .35em .5em; border-top: 1px solid #e6eaee; vertical-align: top; }
+tr.error-row td { border-top: none; padding-top: 0; }
+tr.down td { background: #fff4f4; }
+.badge { display: inline-block; min-width: 4.5em; text-align: center; border-radius: 3px; padding: .1em .4em;
+         font-weight: 600; font-size: .85em; color: #fff; text-transform: uppercase; }
+.badge.up { background: #2e8540; } .badge.down { background: #c62828; } .badge.unknown { background: #8a939b; }
+.label { display: inline-block; background: #eef1f4; border-radius: 3px; padding: 0 .35em; margin: 0 .25em .2em 0;
+         font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+.url, .worker { font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
+.num { text-align: right; white-space: nowrap; }
+.error { margin: 0; padding: .4em .6em; background: #fdeaea; border-left: 3px solid #c62828; color: #8e1c1c;
+         white-space: pre-wrap; word-break: break-word; font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+.muted { color: #8a939b; }
+"""
+
+_INDEX = """<!doctype html>
+<html><head><meta charset="utf-8"><title>pprof-scraper</title></head>
+<body style="font: 14px system-ui, sans-serif; margin: 2em">
+<h1>pprof-scraper</h1>
+<ul>
+<li><a href="/targets">/targets</a>: how the last scrape of every target went</li>
+<li><a href="/metrics">/metrics</a>: Prometheus metrics of this host's processes</li>
+<li><a href="/-/healthy">/-/healthy</a> and <a href="/-/ready">/-/ready</a>: liveness and readiness</li>
+<li><a href="/debug/pprof/">/debug/pprof/</a>: profiles of this process</li>
+</ul>
+</body></html>
+"""
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def render_targets_page(
+    statuses: list[TargetStatus],
+    *,
+    job: str | None = None,
+    health: TargetHealth | None = None,
+    now: float,
+) -> str:
+    """The ``/targets`` page: a filter form, then one table per job, down targets first, errors in full.
+
+    ``statuses`` are all of them, in :func:`~scraper.status.read_statuses` order; the form offers
+    every job while the tables show those selected by ``job`` and ``health``.
+    """
+    jobs = sorted({s.job for s in statuses})
+    shown = select(statuses, job=job, health=health)
+    job_options = "".join(
+        f'<option value="{_e(j)}"{" selected" if j == job else ""}>{_e(j)}</option>' for j in jobs
+    )
+    health_options = "".join(
+        f'<option value="{h.value}"{" selected" if h == health else ""}>{h.value}</option>' for h in TargetHealth
+    )
+    parts = [
+        '<!doctype html><html><head><meta charset="utf-8"><title>pprof-scraper: targets</title>',
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>Targets</h1>",
+        f'<div class="summary">{_e(health_summary(statuses))} · as of '
+        f'{_e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)))}</div>',
+        '<form method="get" action="/targets">',
+        f'<label>job <select name="job"><option value="">all</option>{job_options}</select></label>',
+        f'<label>health <select name="health"><option value="">all</option>{health_options}</select></label>',
+        '<button type="submit">show</button>',
+        ' <a href="/targets?health=down">only down</a> · <a href="/targets">all</a>',
+        "</form>",
+    ]
+    if not shown:
+        parts.append('<p class="muted">No targets match. Beat registers targets when it plans the config.</p>')
+    for job_name, group in groupby(shown, key=lambda s: s.job):
+        parts.append(_job_section(job_name, list(group), now))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _job_section(job: str, statuses: list[TargetStatus], now: float) -> str:
+    counts = Counter(s.health for s in statuses)
+    count_text = " · ".join(f"{counts[h]} {h.value}" for h in TargetHealth if counts[h])
+    link = "/targets?" + urlencode({"job": job})
+    rows = [
+        f'<h2 id="job-{_e(job)}"><a href="{_e(link)}">{_e(job)}</a><span class="counts">{_e(count_text)}</span></h2>',
+        "<table><thead><tr><th>health</th><th>profile</th><th>labels</th><th>url</th><th>last scrape</th>"
+        '<th class="num">took</th><th class="num">ok / failed</th><th>worker</th></tr></thead><tbody>',
+    ]
+    for s in statuses:
+        rows.append(_target_rows(s, now))
+    rows.append("</tbody></table>")
+    return "\n".join(rows)
+
+
+def _target_rows(s: TargetStatus, now: float) -> str:
+    labels = "".join(f'<span class="label">{_e(text)}</span>' for text in format_labels(s.labels))
+    # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
+    url = (
+        f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'
+        if s.url.startswith(("http://", "https://"))
+        else f'<span class="url">{_e(s.url)}</span>'
+    )
+    when = ""
+    if s.last_scrape is not None:
+        when = _e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_scrape)))
+    row = (
+        f'<tr class="{s.health.value}">'
+        f'<td><span class="badge {s.health.value}">{s.health.value}</span></td>'
+        f"<td>{_e(s.profile_type)}</td><td>{labels}</td><td>{url}</td>"
+        f'<td title="{when}">{_e(format_age(s.last_scrape, now))}</td>'
+        f'<td class="num">{_e(format_duration(s.last_scrape_duration))}</td>'
+        f'<td class="num">{s.successes} / {s.failures}</td>'
+        f'<td class="worker">{_e(s.worker or "")}</td></tr>'
+    )
+    if s.last_error is None:
+        return row
+    since = f"last success {format_age(s.last_success, now)}" if s.last_success is not None else "never succeeded"
+    return (
+        row + f'<tr class="{s.health.value} error-row"><td></td><td colspan="7">'
+        f'<pre class="error">{_e(s.last_error)}</pre><span class="muted">{_e(since)}</span></td></tr>'
+    )

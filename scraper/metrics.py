@@ -1,0 +1,131 @@
+"""Every self-metric of the scraper, named ``pprof_scraper_*`` (plus the seed's ``phlare_fanout_latency``).
+
+Workers call the ``observe_*`` helpers; the HTTP server calls :func:`exposition`.
+
+Multiprocess mode: when ``PROMETHEUS_MULTIPROC_DIR`` is set *before prometheus_client is
+first imported*, every process writes its samples to files in that directory and
+:func:`exposition` sums the files of all processes of the host. ``pprof-scraper run`` empties
+the directory and sets the variable before it starts its children, which inherit it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import redis
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from . import keys
+
+if TYPE_CHECKING:
+    from .plan import ScrapeSpec
+    from .scrape import ScrapeResult
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+_KIB = 1024
+
+SCRAPES = Counter(
+    "pprof_scraper_scrapes",
+    "Scrapes attempted, by result: ok or the error kind (timeout, connection, http_status, ...).",
+    ["job", "profile_type", "result"],
+)
+SCRAPE_DURATION = Histogram(
+    "pprof_scraper_scrape_duration_seconds",
+    "Time from the start of a scrape request to a validated profile or an error.",
+    ["job", "profile_type"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60),
+)
+PROFILE_SIZE = Histogram(
+    "pprof_scraper_profile_size_bytes",
+    "Size of scraped profiles as received (usually gzipped).",
+    ["job", "profile_type"],
+    buckets=tuple(_KIB * 4**i for i in range(9)),  # 1 KiB ... 64 MiB
+)
+SCRAPES_DROPPED = Counter(
+    "pprof_scraper_scrapes_dropped",
+    "Scrapes not attempted because they expired before a worker could start them.",
+    ["job"],
+)
+SCHEDULE_LAG = Histogram(
+    "pprof_scraper_schedule_lag_seconds",
+    "Time from a scrape's scheduled slot to the start of its request.",
+    ["job"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+PUSHES = Counter(
+    "pprof_scraper_pushes",
+    "Pushes of a profile to a receiver, by result: ok or the error kind (rejected, unavailable, ...).",
+    ["receiver", "result"],
+)
+# The seed component's name, so existing dashboards keep working.
+PUSH_LATENCY = Histogram(
+    "phlare_fanout_latency",
+    "Write latency for sending profiles to a receiver.",
+    ["receiver"],
+)
+
+
+def observe_scrape(spec: ScrapeSpec, result: ScrapeResult, *, lag_s: float) -> None:
+    """Count one scrape by result, and record its duration, its profile's size when one came back,
+    and how late after its scheduled slot it started (``lag_s``)."""
+    outcome = "ok" if result.error is None else result.error.kind
+    SCRAPES.labels(spec.job, spec.profile_type, outcome).inc()
+    SCRAPE_DURATION.labels(spec.job, spec.profile_type).observe(result.duration)
+    if result.body is not None:
+        PROFILE_SIZE.labels(spec.job, spec.profile_type).observe(len(result.body))
+    SCHEDULE_LAG.labels(spec.job).observe(max(0.0, lag_s))
+
+
+def observe_dropped(job: str) -> None:
+    """Count one scrape dropped because it expired before it could start."""
+    SCRAPES_DROPPED.labels(job).inc()
+
+
+def observe_push(receiver: str, result: str, duration: float) -> None:
+    """Count one push attempt to ``receiver`` by ``result`` (``ok`` or a PushError kind) and record its latency."""
+    PUSHES.labels(receiver, result).inc()
+    PUSH_LATENCY.labels(receiver).observe(duration)
+
+
+class DeadletterCollector:
+    """``pprof_scraper_deadletter_size``: entries in the dead-letter list, read from Redis on each collect.
+
+    When Redis does not answer the sample is left out, rather than reported as 0.
+    """
+
+    def __init__(self, redis_factory: Callable[[], redis.Redis]) -> None:
+        self._redis_factory = redis_factory
+
+    def describe(self) -> list[Metric]:
+        # Registering must not touch Redis.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            size = self._redis_factory().llen(keys.DEADLETTER)
+        except redis.RedisError:
+            return
+        yield GaugeMetricFamily(
+            "pprof_scraper_deadletter_size",
+            "Pushes that used up their retries and wait in the dead-letter list.",
+            value=size,
+        )
+
+
+def exposition(redis_factory: Callable[[], redis.Redis] | None = None) -> tuple[bytes, str]:
+    """The body and content type of a ``/metrics`` answer: this process's metrics, or in multiprocess
+    mode those of every process sharing the directory, plus the dead-letter size when Redis is given."""
+    registry = CollectorRegistry()
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        MultiProcessCollector(registry, path=directory)
+    else:
+        registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector too
+    if redis_factory is not None:
+        registry.register(DeadletterCollector(redis_factory))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
