@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..config import FileReceiverConfig, PyroscopeReceiverConfig, ReceiverConfig
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -30,3 +32,16 @@ class Receiver(Protocol):
     name: str
 
     def push(self, profile: Profile) -> None: ...
+
+
+def build_receiver(name: str, config: ReceiverConfig) -> Receiver:
+    """The receiver that ``config``, the entry ``name`` under ``write:``, describes."""
+    # Imported here because both modules import Profile from this one.
+    from .filestore import FileStore
+    from .pyroscope import PyroscopeReceiver
+
+    if isinstance(config, FileReceiverConfig):
+        return FileStore(name, config)
+    if isinstance(config, PyroscopeReceiverConfig):
+        return PyroscopeReceiver(name, config)
+    raise TypeError(f"write.{name}: no receiver for {type(config).__name__}")
