@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 import redis
@@ -34,15 +35,25 @@ class BeatLock:
         self.key = key
         self.token = uuid.uuid4().hex
         self.held = False
+        self._renewed = 0.0
 
     def hold(self) -> bool:
-        """Renew the lock if this beat holds it, take it if it is free; True when this beat holds it now."""
+        """Renew the lock if this beat holds it, take it if it is free; True when this beat holds it now.
+
+        A held lock is renewed once a quarter of its TTL has passed, not on every call: beat ticks
+        ten times a second, and the lock cannot expire within the remaining three quarters.
+        """
+        now = time.monotonic()
+        if self.held and now - self._renewed < self.ttl_ms / 4000:
+            return True
         if self.held and self.client.eval(_EXTEND_IF_OWNER, 1, self.key, self.token, self.ttl_ms):
+            self._renewed = now
             return True
         if self.held:
             log.warning("beat lost its lock to another beat; standing by")
         self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
         if self.held:
+            self._renewed = now
             log.info("beat holds the lock and emits scrapes")
         return self.held
 

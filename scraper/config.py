@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -494,3 +496,51 @@ def parse_config_text(text: str, source: str = "config") -> Config:
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
     return parse_config(data, source)
+
+
+#: How often a ConfigSource compares the file's mtime, at most.
+CONFIG_CHECK_INTERVAL_S = 1.0
+
+
+class ConfigSource:
+    """The config file of this process, re-read when its mtime changes; a bad new version is refused
+    (logged, with ``last_error`` set) and the last good one stays in force."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.last_error: str | None = None
+        self._mtime = self._stat()
+        self._checked = time.monotonic()
+        self._config = load_config(path)
+        self.version = 1
+        self._lock = threading.Lock()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def get(self, force_check: bool = False) -> Config:
+        """The config in force, re-read first if the file changed since the last look."""
+        now = time.monotonic()
+        if force_check or now - self._checked >= CONFIG_CHECK_INTERVAL_S:
+            self._checked = now
+            mtime = self._stat()
+            if mtime != self._mtime:
+                with self._lock:
+                    self._mtime = mtime
+                    self._reload()
+        return self._config
+
+    def _reload(self) -> None:
+        try:
+            config = load_config(self.path)
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            log.error("refused the changed config, the last good one stays in force: %s", exc)
+            return
+        self._config = config
+        self.last_error = None
+        self.version += 1
+        log.info("config %s reloaded (version %d)", self.path, self.version)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import groupby
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 
@@ -84,7 +84,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
-        query = dict(parse_qsl(url.query))
+        query = parse_qs(url.query)
         try:
             if url.path == "/":
                 self._send(200, _INDEX.encode(), _HTML)
@@ -136,18 +136,18 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         self._send(200, b"ready\n", _TEXT)
 
-    def _targets(self, query: dict[str, str]) -> None:
+    def _targets(self, query: dict[str, list[str]]) -> None:
         if not self.server.has_redis:
             self._send(503, b"no Redis configured: target status is kept in Redis\n", _TEXT)
             return
-        job = query.get("job") or None
+        job = query.get("job", [None])[0]
         health = None
         if query.get("health"):
             try:
-                health = TargetHealth(query["health"])
+                health = TargetHealth(query["health"][0])
             except ValueError:
                 choices = ", ".join(h.value for h in TargetHealth)
-                self._send(400, f"unknown health {query['health']!r}; use one of {choices}\n".encode(), _TEXT)
+                self._send(400, f"unknown health {query['health'][0]!r}; use one of {choices}\n".encode(), _TEXT)
                 return
         try:
             statuses = read_statuses(self.server.redis())
@@ -157,7 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
         page = render_targets_page(statuses, job=job, health=health, now=time.time())
         self._send(200, page.encode(), _HTML)
 
-    def _pprof(self, path: str, query: dict[str, str]) -> None:
+    def _pprof(self, path: str, query: dict[str, list[str]]) -> None:
         try:
             # Imported on first use: optional, and nothing else of this server needs it.
             selfprofile = importlib.import_module("scraper.selfprofile")
@@ -182,7 +182,8 @@ h2 .counts { font-weight: normal; color: #5c6670; font-size: .85em; margin-left:
 form { margin: .6em 0 1em; }
 form label { margin-right: 1em; }
 table { border-collapse: collapse; width: 100%; }
-th { text-align: left; font-weight: 600; color: #5c6670; border-bottom: 2px solid #d5dbe0; padding: .35em .5em; }
+th { text-align: left; font-weight: 600; color: #5c6670; border-bottom: 2px solid #d5dbe0; padding: .35em .5em;
+     white-space: nowrap; }
 td { padding: .35em .5em; border-top: 1px solid #e6eaee; vertical-align: top; }
 tr.error-row td { border-top: none; padding-top: 0; }
 tr.down td { background: #fff4f4; }
@@ -273,7 +274,12 @@ def _job_section(job: str, statuses: list[TargetStatus], now: float) -> str:
 
 
 def _target_rows(s: TargetStatus, now: float) -> str:
-    labels = "".join(f'<span class="label">{_e(text)}</span>' for text in format_labels(s.labels))
+    # job is the section's heading; __name__ goes with the profile type
+    shown = {k: v for k, v in s.labels.items() if k not in ("job", "__name__")}
+    labels = "".join(f'<span class="label">{_e(text)}</span>' for text in format_labels(shown))
+    profile = _e(s.profile_type)
+    if s.labels.get("__name__", s.profile_type) != s.profile_type:
+        profile += f'<br><span class="muted">__name__="{_e(s.labels["__name__"])}"</span>'
     # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
     url = (
         f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'
@@ -286,7 +292,7 @@ def _target_rows(s: TargetStatus, now: float) -> str:
     row = (
         f'<tr class="{s.health.value}">'
         f'<td><span class="badge {s.health.value}">{s.health.value}</span></td>'
-        f"<td>{_e(s.profile_type)}</td><td>{labels}</td><td>{url}</td>"
+        f"<td>{profile}</td><td>{labels}</td><td>{url}</td>"
         f'<td title="{when}">{_e(format_age(s.last_scrape, now))}</td>'
         f'<td class="num">{_e(format_duration(s.last_scrape_duration))}</td>'
         f'<td class="num">{s.successes} / {s.failures}</td>'

@@ -10,16 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import redis
 
 from . import delivery, metrics, status
 from .client import TargetClient
-from .config import Config, load_config
+from .broker import broker_url, connect_redis
+from .config import Config, ConfigSource
 from .errors import ConfigError, PushError, PushRejected
 from .plan import ScrapeSpec, spec_for
 from .receivers import Profile, Receiver, build_receiver
@@ -28,74 +26,6 @@ from .scrape import ScrapeResult, scrape_once
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: How often the config file's mtime is compared, at most.
-CONFIG_CHECK_INTERVAL_S = 1.0
-
-
-def connect_redis(url: str) -> redis.Redis:
-    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``)."""
-    parts = urlsplit(url)
-    if parts.scheme in ("redis+socket", "unix", "socket"):
-        query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        return redis.Redis(unix_socket_path=unquote(parts.path), db=int(query.get("virtual_host", query.get("db", 0))),
-                           health_check_interval=30)
-    return redis.Redis.from_url(url, health_check_interval=30)
-
-
-def broker_url(settings: Settings) -> str:
-    """The broker URL: ``SCRAPER_BROKER_URL``, else the embedded Redis a ``run`` in the data dir started."""
-    if settings.broker_url:
-        return settings.broker_url
-    marker = settings.data_dir / "broker-url"
-    if marker.exists():
-        return marker.read_text().strip()
-    return "redis://localhost:6379/0"
-
-
-class ConfigSource:
-    """The config file of this process, re-read when its mtime changes; a bad new version is refused
-    (logged, with ``last_error`` set) and the last good one stays in force."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.last_error: str | None = None
-        self._mtime = self._stat()
-        self._checked = time.monotonic()
-        self._config = load_config(path)
-        self.version = 1
-        self._lock = threading.Lock()
-
-    def _stat(self) -> float | None:
-        try:
-            return self.path.stat().st_mtime_ns
-        except OSError:
-            return None
-
-    def get(self, force_check: bool = False) -> Config:
-        """The config in force, re-read first if the file changed since the last look."""
-        now = time.monotonic()
-        if force_check or now - self._checked >= CONFIG_CHECK_INTERVAL_S:
-            self._checked = now
-            mtime = self._stat()
-            if mtime != self._mtime:
-                with self._lock:
-                    self._mtime = mtime
-                    self._reload()
-        return self._config
-
-    def _reload(self) -> None:
-        try:
-            config = load_config(self.path)
-        except ConfigError as exc:
-            self.last_error = str(exc)
-            log.error("refused the changed config, the last good one stays in force: %s", exc)
-            return
-        self._config = config
-        self.last_error = None
-        self.version += 1
-        log.info("config %s reloaded (version %d)", self.path, self.version)
-
 
 class Runtime:
     """The scrape and push stages of one process, wired to its config, Redis and receivers."""

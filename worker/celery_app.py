@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from scraper.runtime import broker_url
+from scraper.broker import broker_url
 from scraper.settings import Settings
 
 

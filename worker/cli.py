@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_targets(args: argparse.Namespace) -> int:
     from scraper import status, status_view
-    from scraper.runtime import broker_url, connect_redis
+    from scraper.broker import broker_url, connect_redis
 
     health = status.TargetHealth(args.health) if args.health else None
     statuses = status.read_statuses(connect_redis(broker_url(_settings())), job=args.job, health=health)
@@ -96,7 +96,7 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
     from scraper import delivery
-    from scraper.runtime import broker_url, connect_redis
+    from scraper.broker import broker_url, connect_redis
 
     client = connect_redis(broker_url(_settings()))
     if args.action == "list":

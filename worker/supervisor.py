@@ -21,7 +21,7 @@ from scraper import status
 from scraper.config import Config, FileReceiverConfig, load_config
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml
 from scraper.embedded_redis import EmbeddedRedis
-from scraper.runtime import connect_redis
+from scraper.broker import connect_redis
 from scraper.settings import Settings
 
 log = logging.getLogger("pprof-scraper.run")
