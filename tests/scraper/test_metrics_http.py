@@ -29,13 +29,19 @@ from tests.scraper.test_status import make_spec
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def get(port: int, path: str) -> tuple[int, str, str]:
+def fetch(port: int, path: str) -> tuple[int, str, bytes]:
     """Status, content type and body of GET ``path``; error statuses are answers too."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-            return response.status, response.headers["Content-Type"], response.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+            return response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], error.read().decode()
+        return error.code, error.headers["Content-Type"], error.read()
+
+
+def get(port: int, path: str) -> tuple[int, str, str]:
+    """Like :func:`fetch`, with the body as text."""
+    status, content_type, body = fetch(port, path)
+    return status, content_type, body.decode()
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -248,12 +254,14 @@ def test_self_profiles_are_served_when_the_selfprofile_module_offers_them_else_4
     except ImportError:
         available = False
 
-    status, _, body = get(serve(), "/debug/pprof/goroutine")
+    port = serve()
+    status, _, body = fetch(port, "/debug/pprof/goroutine")
 
     if available:
-        assert status == 200
+        assert status == 200 and body.startswith(b"\x1f\x8b")  # a gzipped profile
+        assert fetch(port, "/debug/pprof/goroutine?debug=2")[0] == 400  # the query reaches the handler
     else:
-        assert (status, body) == (404, "self-profiling not available\n")
+        assert (status, body) == (404, b"self-profiling not available\n")
 
 
 def test_the_index_links_every_page_and_unknown_paths_are_404(serve):
