@@ -34,7 +34,7 @@ scrape:
       - {__address__: "checkout-1.shop.svc:6060", env: prod, region: eu-west-1}
       - {__address__: "checkout-2.shop.svc:6060", env: prod, region: us-east-1}
     forward_to: [pyroscope]
-    profiling_config:
+    profiling_config: &cpu_and_memory_only
       profile.block: {enabled: false}
       profile.mutex: {enabled: false}
       profile.goroutine: {enabled: false}
@@ -45,13 +45,7 @@ scrape:
     targets:
       - {__address__: "ledger.internal:8080", env: prod}
     forward_to: [pyroscope]
-    profiling_config:
-      profile.block: {enabled: false}
-      profile.mutex: {enabled: false}
-      profile.goroutine: {enabled: false}
-      profile.godeltaprof_memory: {enabled: false}
-      profile.godeltaprof_mutex: {enabled: false}
-      profile.godeltaprof_block: {enabled: false}
+    profiling_config: *cpu_and_memory_only
 write:
   pyroscope: {type: file, path: ./profiles}
 """
