@@ -167,9 +167,11 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -281,7 +283,7 @@ class PyroscopeReceiver:
     def __init__(self, name: str, config: PyroscopeReceiverConfig) -> None:
         self.name = name
         self.config = config
-        self._session = _session(config)
+        self._session: requests.Session | None = None
         self._path = INGEST_PATH if config.api == "ingest" else PUSH_PATH
         self._endpoint = config.url + self._path
         #: the endpoint as messages show it: no userinfo
@@ -290,7 +292,22 @@ class PyroscopeReceiver:
 
     def close(self) -> None:
         """Close pooled connections."""
-        self._session.close()
+        if self._session is not None:
+            self._session.close()
+
+    def _connection(self) -> requests.Session:
+        # Built at the first push, so that a TLS file that is missing or bad fails a push (which
+        # is retried and, in the end, dead-lettered) rather than whatever built the receiver.
+        if self._session is None:
+            tls = self.config.tls_config
+            try:
+                self._session = _session(self.config)
+            except OSError as exc:  # ssl.SSLError included
+                files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
+                raise PushUnavailable(
+                    f"{self._who}: cannot load tls_config files ({files}): {exc.strerror or exc}"
+                ) from None
+        return self._session
 
     def push(self, profile: Profile) -> None:
         """Send ``profile`` once. Raises PushRejected when the server refused it (or would, by its
@@ -370,7 +387,7 @@ class PyroscopeReceiver:
 
         try:
             # total= bounds connecting and waiting for the answer together, not each on its own.
-            response = self._session.post(
+            response = self._connection().post(
                 self._endpoint,
                 data=body,
                 params=params,

@@ -255,6 +255,14 @@ def test_503_with_retry_after_carries_it_too(pyroscope: PyroscopeStandIn) -> Non
     assert caught.value.retry_after == 30.0
 
 
+@pytest.mark.parametrize("value", ["soon", "inf", "nan", ""])
+def test_an_unreadable_retry_after_is_ignored(pyroscope: PyroscopeStandIn, value: str) -> None:
+    pyroscope.answer(429, headers={"Retry-After": value})
+    with pytest.raises(PushUnavailable) as caught:
+        receiver(pyroscope.url).push(make_profile())
+    assert caught.value.retry_after is None
+
+
 def test_429_is_rejected_when_retry_on_http_429_is_false(pyroscope: PyroscopeStandIn) -> None:
     pyroscope.answer(429, headers={"Retry-After": "7"}, code="resource_exhausted", message="push rate limit")
     with pytest.raises(PushRejected, match="retry_on_http_429 is false"):
@@ -543,6 +551,13 @@ def test_https_with_an_unknown_ca_is_a_tls_failure(ca: trustme.CA) -> None:
         with pytest.raises(PushUnavailable, match="TLS failed: .*certificate verify failed"):
             receiver(pyroscope.url).push(make_profile())
         assert pyroscope.requests == []
+
+
+def test_a_missing_ca_file_fails_the_push_as_unavailable_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "ca-not-mounted.pem"
+    push = receiver("https://127.0.0.1:1", tls_config={"ca_file": str(missing)})  # building it does not fail
+    with pytest.raises(PushUnavailable, match=f"cannot load tls_config files \\({missing}\\)"):
+        push.push(make_profile())
 
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
