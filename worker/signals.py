@@ -5,11 +5,25 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery.signals import task_revoked, worker_ready
+from celery.signals import task_revoked, worker_init, worker_ready
 
+from scraper.errors import ConfigError
 from scraper.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def load_config_before_consuming(**_: Any) -> None:
+    """Load the config before the first task: a worker with an invalid config stops with its problems
+    listed, instead of failing every task; a later bad change is refused and the last good one kept."""
+    from .tasks import runtime
+
+    try:
+        runtime()
+    except ConfigError as exc:
+        log.critical("%s", exc)
+        raise SystemExit(2) from None
 
 
 @task_revoked.connect
