@@ -29,8 +29,10 @@ from pydantic import (
     model_validator,
 )
 
+from .discovery.models import DNSSDConfig, FileSDConfig, HTTPSDConfig, KubernetesSDConfig
 from .durations import Duration
 from .errors import ConfigError
+from .relabel import RelabelConfig
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +261,8 @@ _DEFAULT_BODY_SIZE_LIMIT = 64 * 1024 * 1024
 class ScrapeJob(_Model):
     """One ``scrape:`` entry: which targets, how often, how, and where the profiles go."""
 
-    targets: list[dict[str, str]]
+    #: static targets; optional when the job has a *_sd_configs entry
+    targets: list[dict[str, str]] = []
     forward_to: list[str] = Field(min_length=1)
     job_name: str | None = None
     params: dict[str, list[str]] = {}
@@ -270,6 +273,21 @@ class ScrapeJob(_Model):
     http_client_config: HTTPClientConfig = HTTPClientConfig()
     profiling_config: ProfilingConfig = ProfilingConfig()
     body_size_limit: ByteSize = ByteSize(_DEFAULT_BODY_SIZE_LIMIT)
+    relabel_configs: list[RelabelConfig] = []
+    file_sd_configs: list[FileSDConfig] = []
+    http_sd_configs: list[HTTPSDConfig] = []
+    dns_sd_configs: list[DNSSDConfig] = []
+    kubernetes_sd_configs: list[KubernetesSDConfig] = []
+
+    @model_validator(mode="after")
+    def _targets_or_discovery(self) -> ScrapeJob:
+        discovery = (self.file_sd_configs, self.http_sd_configs, self.dns_sd_configs, self.kubernetes_sd_configs)
+        if "targets" not in self.model_fields_set and not any(discovery):
+            raise ValueError(
+                "targets is required unless the job has file_sd_configs, http_sd_configs, dns_sd_configs "
+                "or kubernetes_sd_configs"
+            )
+        return self
 
     @field_validator("targets")
     @classmethod

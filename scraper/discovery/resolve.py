@@ -1,0 +1,93 @@
+"""From discovered targets to the targets a job scrapes: merge, relabel, check, dedupe."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..relabel import LABEL_NAME, relabel
+from .base import ADDRESS, Discoverer
+
+if TYPE_CHECKING:
+    from ..config import ScrapeJob
+
+META_PREFIX = "__meta_"
+
+
+@dataclass(frozen=True)
+class DroppedTarget:
+    """A target that will not be scraped, with its labels as discovered (before relabeling) and why."""
+
+    labels: dict[str, str]
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        """Plain JSON-able values (for ``targets --dropped`` and ``plan --json``)."""
+        return {"labels": self.labels, "reason": self.reason}
+
+
+def _problem(labels: dict[str, str]) -> str | None:
+    """Why relabeled ``labels`` cannot be scraped, or None."""
+    address = labels.get(ADDRESS, "")
+    if not address:
+        return "no __address__ after relabeling"
+    if "/" in address or "?" in address:
+        return f"__address__ {address!r} must be host[:port] without a scheme or path"
+    # __meta_* labels never reach a profile (plan drops them), so their names need not be valid
+    bad = sorted(name for name in labels if not name.startswith(META_PREFIX) and not LABEL_NAME.match(name))
+    if bad:
+        return f"invalid label name(s) after relabeling: {', '.join(bad)}"
+    return None
+
+
+def resolve_targets(
+    job: ScrapeJob, discovered: list[dict[str, str]]
+) -> tuple[list[dict[str, str]], list[DroppedTarget]]:
+    """The job's static ``targets`` and ``discovered`` ones, through ``relabel_configs``.
+
+    Returns the targets to scrape (``__meta_*`` labels kept: service_name inference reads them),
+    each once even when found twice (same labels apart from ``__meta_*``), and the dropped ones
+    with their labels before relabeling and the reason.
+    """
+    kept: list[dict[str, str]] = []
+    dropped: list[DroppedTarget] = []
+    seen: set[frozenset[tuple[str, str]]] = set()
+    for labels in itertools.chain(job.targets, discovered):
+        result = relabel(labels, job.relabel_configs)
+        if result is None:
+            dropped.append(DroppedTarget(dict(labels), "dropped by relabel_configs"))
+            continue
+        problem = _problem(result)
+        if problem is not None:
+            dropped.append(DroppedTarget(dict(labels), problem))
+            continue
+        # The same target found by two sources differs only in metadata; scrape it once
+        identity = frozenset((k, v) for k, v in result.items() if not k.startswith(META_PREFIX))
+        if identity not in seen:
+            seen.add(identity)
+            kept.append(result)
+    return kept, dropped
+
+
+def build_discoverers(job: ScrapeJob) -> list[Discoverer]:
+    """One discoverer per ``*_sd_configs`` entry of ``job``, in config order (file, http, dns, kubernetes)."""
+    # dnspython and the kubernetes client load only for jobs that use them
+    discoverers: list[Discoverer] = []
+    if job.file_sd_configs:
+        from .file import FileDiscovery
+
+        discoverers.extend(FileDiscovery(c) for c in job.file_sd_configs)
+    if job.http_sd_configs:
+        from .http import HTTPDiscovery
+
+        discoverers.extend(HTTPDiscovery(c) for c in job.http_sd_configs)
+    if job.dns_sd_configs:
+        from .dns import DNSDiscovery
+
+        discoverers.extend(DNSDiscovery(c) for c in job.dns_sd_configs)
+    if job.kubernetes_sd_configs:
+        from .kubernetes import KubernetesDiscovery
+
+        discoverers.extend(KubernetesDiscovery(c) for c in job.kubernetes_sd_configs)
+    return discoverers
