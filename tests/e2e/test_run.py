@@ -1,0 +1,106 @@
+"""`pprof-scraper run`: the whole system in one command, stopped with Ctrl-C, run again without loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from scraper import keys
+from tests.conftest import wait_until
+from tests.fakes import pprof_target
+
+pytestmark = pytest.mark.slow
+
+CLI = str(Path(sys.executable).parent / "pprof-scraper")
+
+
+def start_run(workdir: Path, *args: str, log: str = "run.log") -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
+    env["SCRAPER_HTTP_PORT"] = "0"
+    out = (workdir / log).open("wb")
+    return subprocess.Popen([CLI, "run", "--workers", "1", *args], cwd=workdir, env=env,
+                            stdout=out, stderr=subprocess.STDOUT)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and int(entry.name) != os.getpid():
+                found.append(int(entry.name))
+    return found
+
+
+def interrupt(run: subprocess.Popen[bytes]) -> float:
+    """Send Ctrl-C's signal and return how long `run` took to exit."""
+    began = time.monotonic()
+    run.send_signal(signal.SIGINT)
+    run.wait(timeout=30)
+    return time.monotonic() - began
+
+
+def stored_ids(store: Path) -> set[str]:
+    return {json.loads(p.read_text())["id"] for p in store.rglob("*.json")} if store.is_dir() else set()
+
+
+def test_ctrl_c_stops_everything_within_ten_seconds_and_a_rerun_delivers_what_was_queued(tmp_path: Path) -> None:
+    store = tmp_path / "profiles"
+    store.write_text("a file where the store's directory should be: every push fails and is retried")
+    with pprof_target() as target:
+        (tmp_path / "c.yaml").write_text(f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{target.address}"}}]
+    forward_to: [files]
+    scrape_interval: 3s
+write:
+  files: {{type: file, path: "{store}"}}
+""")
+        run = start_run(tmp_path, "--config", "c.yaml")
+        client = redis.Redis(unix_socket_path=str(tmp_path / ".pprof-scraper" / "redis.sock"))
+        try:
+            wait_until(lambda: (tmp_path / ".pprof-scraper" / "redis.sock").exists() and
+                       len(client.keys(keys.BODY.format(id="*"))) >= 3,
+                       timeout=40, message="three validated profiles waiting for their push")
+            pending = {k.decode().rsplit(":", 1)[1] for k in client.keys(keys.BODY.format(id="*"))}
+        finally:
+            took = interrupt(run)
+        assert run.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+        assert took < 10
+        assert processes_mentioning(str(tmp_path)) == []
+
+        store.unlink()  # the store is back
+        rerun = start_run(tmp_path, "--config", "c.yaml", log="rerun.log")
+        try:
+            wait_until(lambda: pending <= stored_ids(store), timeout=60,
+                       message="every profile queued before Ctrl-C to land after the re-run")
+        finally:
+            interrupt(rerun)
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+def test_run_with_no_config_scrapes_itself_into_profiles(tmp_path: Path) -> None:
+    run = start_run(tmp_path)
+    try:
+        wait_until(lambda: any((tmp_path / "profiles").rglob("*.pb.gz")), timeout=40,
+                   message="a self-profile in ./profiles")
+    finally:
+        interrupt(run)
+    log = (tmp_path / "run.log").read_text()
+    assert "scraping this run's own processes" in log
+    assert f"profiles land in {tmp_path / 'profiles'}" in log
+    sidecar = json.loads(next((tmp_path / "profiles").rglob("*.json")).read_text())
+    assert sidecar["labels"]["service_name"] == "pprof-scraper"
