@@ -64,6 +64,17 @@ class PlanScheduler(Scheduler):
         self._apply(self.source.get())
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
+        if settings.http_port is not None:
+            from scraper.httpserver import start_http_server
+
+            _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready)
+            log.info("serving /metrics, /targets, /-/healthy and /-/ready on port %d", port)
+
+    def ready(self) -> tuple[bool, str]:
+        """Not ready while the last config change is refused: the reason says which problems to fix."""
+        if self.source.last_error:
+            return False, f"a config reload was refused, the last good config stays in force: {self.source.last_error}"
+        return True, "emitting" if self.lock.held else "standing by"
 
     def get_schedule(self) -> dict[str, Any]:
         return {}
@@ -75,7 +86,8 @@ class PlanScheduler(Scheduler):
 
     @property
     def info(self) -> str:
-        return f"    . plan: {len(self._specs)} scrape specs from {self.source.path}"
+        # Celery builds a lazy instance (no setup_schedule) just for its banner.
+        return f"    . plan: scrape specs from {Settings().config}, slots pinned to absolute time"
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """Send every scrape that is due, then say how long to sleep."""

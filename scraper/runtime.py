@@ -62,6 +62,8 @@ class Runtime:
             raise PushRejected(f"receiver {name!r} is not in this process's config; keep configs in step across hosts")
         cached = self._receivers.get(name)
         if cached is None or cached[0] != settings:
+            if cached is not None and hasattr(cached[1], "close"):
+                cached[1].close()  # its pooled connections would otherwise linger until exit
             cached = (settings, build_receiver(name, settings))
             self._receivers[name] = cached
         return cached[1]
@@ -109,7 +111,12 @@ class Runtime:
     def retry_delay(self, receiver: str, attempt: int, error: PushError) -> float | None:
         """Seconds to wait before push attempt ``attempt + 1``, or None to give up."""
         settings = self.config.write.get(receiver)
-        return None if settings is None else retry_delay(settings, attempt, error)
+        if settings is None:
+            return None
+        delay = retry_delay(settings, attempt, error)
+        # A countdown past the visibility timeout would let Redis hand the waiting push to a
+        # second worker, so a long Retry-After is honoured only up to half of it.
+        return None if delay is None else min(delay, self.settings.visibility_timeout / 2)
 
     def give_up(self, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str,
                 error: PushError, attempts: int) -> None:

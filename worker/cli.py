@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+import redis
 from pydantic import ValidationError
 
 from scraper.config import load_config
@@ -159,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except redis.ConnectionError as exc:
+        print(f"error: cannot reach Redis ({exc}); set SCRAPER_BROKER_URL, or start `pprof-scraper run` "
+              "in this directory first", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":
