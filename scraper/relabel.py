@@ -12,10 +12,13 @@ This module does not import :mod:`scraper.config`: the config imports it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -294,23 +297,26 @@ def _is_name_char(char: str) -> bool:
     return char == "_" or unicodedata.category(char)[0] == "L" or unicodedata.category(char) == "Nd"
 
 
-def expand(template: str, match: re.Match[str]) -> str:
-    """``template`` with ``$1``, ``${1}``, ``$name``, ``${name}`` and ``$$`` filled in as Go's Regexp.Expand does.
+class _GroupRef(NamedTuple):
+    """A ``$`` reference in a template: a group number, or a group name."""
 
-    A name is the longest run of letters, digits and '_' (``$1x`` is group ``1x``, which is empty);
-    a group that does not exist or did not take part is empty; a malformed ``$`` stays literal.
-    """
-    if "$" not in template:
-        return template
-    out: list[str] = []
+    number: int | None
+    name: str
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_template(template: str) -> tuple[str | _GroupRef, ...]:
+    """``template`` split into literal text and group references, once per distinct template."""
+    parts: list[str | _GroupRef] = []
     rest = template
     while True:
         before, dollar, rest = rest.partition("$")
-        out.append(before)
+        if before:
+            parts.append(before)
         if not dollar:
-            return "".join(out)
+            return tuple(parts)
         if rest.startswith("$"):
-            out.append("$")
+            parts.append("$")
             rest = rest[1:]
             continue
         braced = rest.startswith("{")
@@ -319,22 +325,30 @@ def expand(template: str, match: re.Match[str]) -> str:
         while length < len(body) and _is_name_char(body[length]):
             length += 1
         if length == 0 or (braced and not body.startswith("}", length)):
-            out.append("$")
+            parts.append("$")
             continue
         name = body[:length]
         rest = body[length + 1:] if braced else body[length:]
-        out.append(_group(match, name))
+        numeric = name.isascii() and name.isdigit() and not (name.startswith("0") and len(name) > 1)
+        parts.append(_GroupRef(int(name) if numeric else None, name))
 
 
-def _group(match: re.Match[str], name: str) -> str:
-    if name.isascii() and name.isdigit() and not (name.startswith("0") and len(name) > 1):
-        number = int(name)
-        if number > match.re.groups:
-            return ""
-        return match.group(number) or ""
-    if name in match.re.groupindex:
-        return match.group(name) or ""
-    return ""
+def _group(match: re.Match[str], ref: _GroupRef) -> str:
+    if ref.number is not None:
+        return (match.group(ref.number) or "") if ref.number <= match.re.groups else ""
+    return (match.group(ref.name) or "") if ref.name in match.re.groupindex else ""
+
+
+def expand(template: str, match: re.Match[str]) -> str:
+    """``template`` with ``$1``, ``${1}``, ``$name``, ``${name}`` and ``$$`` filled in as Go's Regexp.Expand does.
+
+    A name is the longest run of letters, digits and '_' (``$1x`` is group ``1x``, which is empty);
+    a group that does not exist or did not take part is empty; a malformed ``$`` stays literal.
+    """
+    parts = _parse_template(template)
+    if len(parts) == 1:  # the common "$1" or a plain name: no join
+        return parts[0] if isinstance(parts[0], str) else _group(match, parts[0])
+    return "".join([part if isinstance(part, str) else _group(match, part) for part in parts])
 
 
 # --------------------------------------------------------------------------- the config
@@ -421,20 +435,38 @@ def _set(labels: dict[str, str], name: str, value: str) -> None:
         labels.pop(name, None)
 
 
-def _apply(rule: RelabelConfig, labels: dict[str, str]) -> bool:
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """A RelabelConfig's values, read once: the rules run for every target of a fleet."""
+
+    action: str
+    source_labels: tuple[str, ...]
+    separator: str
+    fullmatch: Callable[[str], re.Match[str] | None]
+    target_label: str
+    replacement: str
+    modulus: int
+
+    @classmethod
+    def of(cls, config: RelabelConfig) -> _Rule:
+        return cls(config.action, tuple(config.source_labels), config.separator, config.pattern.fullmatch,
+                   config.target_label, config.replacement, config.modulus)
+
+
+def _apply(rule: _Rule, labels: dict[str, str]) -> bool:
     """Apply one rule to ``labels`` in place; False when the rule drops the target."""
-    value = rule.separator.join(labels.get(name, "") for name in rule.source_labels)
+    value = rule.separator.join([labels.get(name, "") for name in rule.source_labels])
     action = rule.action
     if action == "replace":
-        match = rule.pattern.fullmatch(value)
+        match = rule.fullmatch(value)
         if match is not None:
             target = expand(rule.target_label, match)
             if LABEL_NAME.match(target):  # a target expanded to an invalid name is skipped, as in Prometheus
                 _set(labels, target, expand(rule.replacement, match))
     elif action == "keep":
-        return rule.pattern.fullmatch(value) is not None
+        return rule.fullmatch(value) is not None
     elif action == "drop":
-        return rule.pattern.fullmatch(value) is None
+        return rule.fullmatch(value) is None
     elif action == "keepequal":
         return labels.get(rule.target_label, "") == value
     elif action == "dropequal":
@@ -447,25 +479,40 @@ def _apply(rule: RelabelConfig, labels: dict[str, str]) -> bool:
         _set(labels, rule.target_label, value.upper())
     elif action == "labelmap":
         for name, label_value in sorted(labels.items()):
-            match = rule.pattern.fullmatch(name)
+            match = rule.fullmatch(name)
             if match is not None:
                 _set(labels, expand(rule.replacement, match), label_value)
     elif action == "labeldrop":
-        for name in [n for n in labels if rule.pattern.fullmatch(n)]:
+        for name in [n for n in labels if rule.fullmatch(n)]:
             del labels[name]
     elif action == "labelkeep":
-        for name in [n for n in labels if not rule.pattern.fullmatch(n)]:
+        for name in [n for n in labels if not rule.fullmatch(n)]:
             del labels[name]
     return True
+
+
+class Relabeler:
+    """A list of rules read once and applied to many label sets (a job's whole fleet)."""
+
+    def __init__(self, configs: list[RelabelConfig]) -> None:
+        self._rules = [_Rule.of(config) for config in configs]
+
+    def __call__(self, labels: dict[str, str]) -> dict[str, str] | None:
+        """The rules applied in order to a copy of ``labels``; None when a rule drops the target.
+
+        Labels whose value ends up empty are removed, as Prometheus does.
+        """
+        out = {name: value for name, value in labels.items() if value}
+        for rule in self._rules:
+            if not _apply(rule, out):
+                return None
+        return out
 
 
 def relabel(labels: dict[str, str], configs: list[RelabelConfig]) -> dict[str, str] | None:
     """Apply ``configs`` in order to a copy of ``labels``; None when a rule drops the target.
 
-    Labels whose value ends up empty are removed, as Prometheus does.
+    Labels whose value ends up empty are removed, as Prometheus does. To relabel many label
+    sets with the same rules, build one :class:`Relabeler` and call it for each.
     """
-    out = {name: value for name, value in labels.items() if value}
-    for rule in configs:
-        if not _apply(rule, out):
-            return None
-    return out
+    return Relabeler(configs)(labels)

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..relabel import LABEL_NAME, relabel
+from ..relabel import LABEL_NAME, Relabeler
 from .base import ADDRESS, Discoverer
 
 if TYPE_CHECKING:
@@ -27,17 +27,24 @@ class DroppedTarget:
         return {"labels": self.labels, "reason": self.reason}
 
 
-def _problem(labels: dict[str, str]) -> str | None:
-    """Why relabeled ``labels`` cannot be scraped, or None."""
+def _problem(labels: dict[str, str], valid_names: set[str]) -> str | None:
+    """Why relabeled ``labels`` cannot be scraped, or None; ``valid_names`` caches names already checked."""
     address = labels.get(ADDRESS, "")
     if not address:
         return "no __address__ after relabeling"
     if "/" in address or "?" in address:
         return f"__address__ {address!r} must be host[:port] without a scheme or path"
     # __meta_* labels never reach a profile (plan drops them), so their names need not be valid
-    bad = sorted(name for name in labels if not name.startswith(META_PREFIX) and not LABEL_NAME.match(name))
+    bad = []
+    for name in labels:
+        if name in valid_names or name.startswith(META_PREFIX):
+            continue
+        if LABEL_NAME.match(name):
+            valid_names.add(name)
+        else:
+            bad.append(name)
     if bad:
-        return f"invalid label name(s) after relabeling: {', '.join(bad)}"
+        return f"invalid label name(s) after relabeling: {', '.join(sorted(bad))}"
     return None
 
 
@@ -53,12 +60,14 @@ def resolve_targets(
     kept: list[dict[str, str]] = []
     dropped: list[DroppedTarget] = []
     seen: set[frozenset[tuple[str, str]]] = set()
+    relabel = Relabeler(job.relabel_configs)
+    valid_names: set[str] = set()
     for labels in itertools.chain(job.targets, discovered):
-        result = relabel(labels, job.relabel_configs)
+        result = relabel(labels)
         if result is None:
             dropped.append(DroppedTarget(dict(labels), "dropped by relabel_configs"))
             continue
-        problem = _problem(result)
+        problem = _problem(result, valid_names)
         if problem is not None:
             dropped.append(DroppedTarget(dict(labels), problem))
             continue
