@@ -3,7 +3,12 @@ so a first run on a fresh machine stores real profiles that ``go tool pprof`` op
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
+
+#: The commented example config that ``pprof-scraper init`` writes.
+EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 
 #: Port of the HTTP server of ``pprof-scraper run`` when SCRAPER_HTTP_PORT is unset (Go's customary pprof port).
 DEFAULT_RUN_HTTP_PORT = 6060

@@ -74,3 +74,19 @@ def test_help_lists_the_commands() -> None:
     assert result.returncode == 0
     for command in ("check", "plan", "run", "targets", "deadletter"):
         assert command in result.stdout
+
+
+def test_init_writes_an_example_config_that_passes_check(tmp_path: Path) -> None:
+    result = run_cli("init", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    written = tmp_path / "pprof-scraper.yaml"
+    assert written.read_text().startswith("# pprof-scraper config")
+    check = run_cli("check", str(written))
+    assert check.returncode == 0, check.stderr
+
+
+def test_init_does_not_overwrite_an_existing_file(tmp_path: Path) -> None:
+    (tmp_path / "pprof-scraper.yaml").write_text("mine")
+    result = run_cli("init", cwd=tmp_path)
+    assert result.returncode == 2
+    assert (tmp_path / "pprof-scraper.yaml").read_text() == "mine"

@@ -18,6 +18,7 @@ from scraper.settings import Settings
 
 EXAMPLES = """\
 examples:
+  pprof-scraper init                         write a commented example config
   pprof-scraper run                          scrape this run's own processes into ./profiles
   pprof-scraper run --config scraper.yaml    scrape what scraper.yaml says
   pprof-scraper check scraper.yaml           validate a config
@@ -118,6 +119,18 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    if args.path.exists():
+        print(f"error: {args.path} exists; give another path or remove it first", file=sys.stderr)
+        return 2
+    from scraper.defaults import EXAMPLE_CONFIG
+
+    args.path.write_text(EXAMPLE_CONFIG.read_text())
+    print(f"wrote {args.path}: check it with `pprof-scraper check {args.path}`, "
+          f"run it with `pprof-scraper run --config {args.path}`")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pprof-scraper",
@@ -150,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "replay", "purge"])
     dead.add_argument("--limit", type=int, default=1000, help="at most this many entries (list, replay)")
     dead.set_defaults(func=cmd_deadletter)
+
+    init = sub.add_parser("init", help="write a commented example config to start from")
+    init.add_argument("path", type=Path, nargs="?", default=Path("pprof-scraper.yaml"),
+                      help="where to write it (default: pprof-scraper.yaml)")
+    init.set_defaults(func=cmd_init)
     return parser
 
 
