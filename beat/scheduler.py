@@ -9,6 +9,7 @@ due, sends it, and pushes its next slot, O(log N) per scrape. Slots are pinned t
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import signal
 import threading
@@ -21,7 +22,8 @@ from kombu import Queue
 from kombu.utils.uuid import uuid
 
 from scraper import keys, status
-from scraper.plan import ScrapeSpec, describe, next_slot, plan
+from scraper.discovery.runner import DiscoveryRunner
+from scraper.plan import ScrapeSpec, describe, make_plan, next_slot
 from scraper.broker import broker_url, connect_redis
 from scraper.config import Config, ConfigSource
 from scraper.settings import Settings
@@ -61,6 +63,10 @@ class PlanScheduler(Scheduler):
         self.redis = connect_redis(broker_url(settings))
         self.lock = BeatLock(self.redis, settings.beat_lock_ttl)
         self.source = ConfigSource(settings.config)
+        self.discovery = DiscoveryRunner(self.source.get())
+        self.discovery.start()
+        self._discovery_seen = -1
+        self._reported_error: str | None = None
         self._apply(self.source.get())
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
@@ -107,6 +113,7 @@ class PlanScheduler(Scheduler):
         return max(MIN_SLEEP_S, min(self._heap[0][0] - time.time(), MAX_SLEEP_S))
 
     def close(self) -> None:
+        self.discovery.stop()
         self.lock.release()
         super().close()
 
@@ -156,18 +163,36 @@ class PlanScheduler(Scheduler):
         self._heap_stale = False
 
     def _apply(self, config: Config) -> None:
-        self._specs = plan(config)
+        """Plan ``config`` with the targets discovered so far, and publish what it implies."""
+        version, discovered, errors = self.discovery.snapshot()
+        self._discovery_seen = version
+        planned = make_plan(config, discovered)
+        self._specs = planned.specs
         status.register_specs(self.redis, self._specs)
-        self.redis.hset(keys.BEAT_STATE, mapping={"config_version": self.source.version, "specs": len(self._specs),
-                                                  "reload_error": ""})
+        with self.redis.pipeline() as pipe:
+            pipe.delete(keys.DROPPED)
+            dropped = {job: json.dumps([d.as_dict() for d in targets]) for job, targets in planned.dropped.items() if targets}
+            if dropped:
+                pipe.hset(keys.DROPPED, mapping=dropped)
+            pipe.hset(keys.BEAT_STATE, mapping={"config_version": self.source.version, "specs": len(self._specs),
+                                                "discovery_errors": json.dumps(errors)})
+            pipe.execute()
         self._heap_stale = True
-        log.info("planned %d scrape specs from %s", len(self._specs), self.source.path)
+        log.info("planned %d scrape specs from %s (%d targets dropped by relabeling)", len(self._specs),
+                 self.source.path, sum(len(d) for d in planned.dropped.values()))
 
     def _maybe_reload(self) -> None:
         version = self.source.version
         config = self.source.get(force_check=self._hup.is_set())
         self._hup.clear()
         if self.source.version != version:
+            self.discovery.stop()
+            self.discovery = DiscoveryRunner(config)
+            self.discovery.start()
+            self.redis.hset(keys.BEAT_STATE, "reload_error", "")
             self._apply(config)
-        elif self.source.last_error:
+        elif self.discovery.version != self._discovery_seen:
+            self._apply(config)
+        if self.source.last_error and self.source.last_error != self._reported_error:
             self.redis.hset(keys.BEAT_STATE, "reload_error", self.source.last_error)
+        self._reported_error = self.source.last_error

@@ -10,6 +10,8 @@ BEAT_LOCK = PREFIX + "beat:lock"
 BEAT_EMITTED_UNTIL = PREFIX + "beat:emitted-until"
 #: hash of beat's state: config version, last reload error
 BEAT_STATE = PREFIX + "beat:state"
+#: hash of targets relabeling dropped, field = job, value = JSON list of {labels, reason}
+DROPPED = PREFIX + "dropped"
 #: a profile body waiting for its pushes (claim check), by push id
 BODY = PREFIX + "body:{id}"
 #: how many receivers still have to take the body of a push id

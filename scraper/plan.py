@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 from .config import Config, ScrapeJob
+from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
 
 ADDRESS = "__address__"
@@ -57,6 +58,8 @@ class ScrapeSpec:
     body_size_limit: int = 64 * 1024 * 1024
     #: a stable identity of (job, public labels, profile type)
     key: str = field(default="")
+    #: the target's labels as discovered, before relabeling (for `plan --json`)
+    discovered_labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -74,6 +77,8 @@ class ScrapeSpec:
             "offset_s": self.offset_s,
             "forward_to": list(self.forward_to),
             "key": self.key,
+            "target_labels": self.target_labels,
+            "discovered_labels": self.discovered_labels,
         }
 
 
@@ -114,8 +119,15 @@ def infer_service_name(labels: dict[str, str], job_name: str) -> str:
 
 def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
     """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
-    parts = [job, profile_type] + [f"{k}={v}" for k, v in sorted(public_labels(labels).items())]
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
+    return _key(job, profile_type, _label_part(labels))
+
+
+def _label_part(labels: dict[str, str]) -> str:
+    return "\x00".join(f"{k}={v}" for k, v in sorted(public_labels(labels).items()))
+
+
+def _key(job: str, profile_type: str, label_part: str) -> str:
+    return hashlib.sha256(f"{job}\x00{profile_type}\x00{label_part}".encode()).hexdigest()[:16]
 
 
 def offset_in_interval(key: str, interval_s: float) -> float:
@@ -149,80 +161,85 @@ def spec_for(config: Config, job_key: str, target_labels: dict[str, str], profil
     if profile_type not in enabled:
         raise UnknownJobError(f"profile type {profile_type!r} is not enabled in job {job_key!r} of this process's config")
     stored_name, profile = enabled[profile_type]
-    return _build_spec(config, job_key, job, target_labels, profile_type, stored_name, profile.path, profile.delta)
+    target = _Target(config, job_key, job, target_labels)
+    return target.spec(profile_type, stored_name, profile.path, profile.delta)
 
 
-def _build_spec(
-    config: Config,
-    job_key: str,
-    job: ScrapeJob,
-    target_labels: dict[str, str],
-    profile_type: str,
-    stored_name: str,
-    path: str,
-    delta: bool,
-) -> ScrapeSpec:
-    job_name = config.job_name(job_key)
-    scheme = target_labels.get(SCHEME) or job.scheme
-    address = with_port(target_labels[ADDRESS], scheme)
-    prefix = target_labels.get(PROFILE_PATH_PREFIX, job.profiling_config.path_prefix).rstrip("/")
-    path = target_labels.get(PROFILE_PATH) or path
+class _Target:
+    """What every profile type of one target shares, worked out once per target."""
 
-    query: dict[str, list[str]] = {k: list(v) for k, v in job.params.items()}
-    for name, value in target_labels.items():
-        if name.startswith(PARAM_PREFIX):
-            param = name[len(PARAM_PREFIX):]
-            query[param] = [value] + query.get(param, [])[1:]
-    delta_seconds = None
-    if delta:
-        delta_seconds = max(1, int(job.effective_delta_duration.total_seconds()))
-        query["seconds"] = [str(delta_seconds)]
-    url = f"{scheme}://{address}{prefix}{path}"
-    if query:
-        url += "?" + urlencode(sorted(query.items()), doseq=True)
+    def __init__(self, config: Config, job_key: str, job: ScrapeJob, labels: dict[str, str],
+                 discovered: dict[str, str] | None = None) -> None:
+        job_name = config.job_name(job_key)
+        self.job_key, self.job = job_key, job
+        self.scheme = labels.get(SCHEME) or job.scheme
+        self.address = with_port(labels[ADDRESS], self.scheme)
+        self.prefix = labels.get(PROFILE_PATH_PREFIX, job.profiling_config.path_prefix).rstrip("/")
+        self.path_override = labels.get(PROFILE_PATH)
+        self.query: dict[str, list[str]] = {k: list(v) for k, v in job.params.items()}
+        for name, value in labels.items():
+            if name.startswith(PARAM_PREFIX):
+                param = name[len(PARAM_PREFIX):]
+                self.query[param] = [value] + self.query.get(param, [])[1:]
+        self.labels = public_labels(labels)
+        self.labels.setdefault("job", job_name)
+        self.labels.setdefault("instance", self.address)
+        self.labels["service_name"] = infer_service_name(labels, job_name)
+        self.target_labels = {k: v for k, v in labels.items() if not k.startswith(META_PREFIX)}
+        self.discovered = discovered if discovered is not None else labels
+        self.interval_s = job.scrape_interval.total_seconds()
+        self.timeout_s = job.scrape_timeout.total_seconds()
+        self.delta_seconds = max(1, int(job.effective_delta_duration.total_seconds()))
+        self.label_part = _label_part(self.labels)
+        self.queries = {delta: self._encode(delta) for delta in (False, True)}
 
-    labels = public_labels(target_labels)
-    labels.setdefault("job", job_name)
-    labels.setdefault("instance", address)
-    labels["service_name"] = infer_service_name(target_labels, job_name)
-    labels[NAME] = stored_name
+    def _encode(self, delta: bool) -> str:
+        query = {**self.query, "seconds": [str(self.delta_seconds)]} if delta else self.query
+        return "?" + urlencode(sorted(query.items()), doseq=True) if query else ""
 
-    interval_s = job.scrape_interval.total_seconds()
-    timeout_s = job.scrape_timeout.total_seconds() + (delta_seconds or 0)
-    key = stable_key(job_key, labels, profile_type)
-    return ScrapeSpec(
-        job=job_key,
-        profile_type=profile_type,
-        url=url,
-        labels=labels,
-        target_labels={k: v for k, v in target_labels.items() if not k.startswith(META_PREFIX)},
-        interval_s=interval_s,
-        timeout_s=timeout_s,
-        offset_s=offset_in_interval(key, interval_s),
-        forward_to=tuple(job.forward_to),
-        delta_seconds=delta_seconds,
-        body_size_limit=int(job.body_size_limit),
-        key=key,
-    )
+    def spec(self, profile_type: str, stored_name: str, path: str, delta: bool) -> ScrapeSpec:
+        url = f"{self.scheme}://{self.address}{self.prefix}{self.path_override or path}{self.queries[delta]}"
+        labels = {**self.labels, NAME: stored_name}
+        key = _key(self.job_key, profile_type, self.label_part)
+        return ScrapeSpec(
+            job=self.job_key,
+            profile_type=profile_type,
+            url=url,
+            labels=labels,
+            target_labels=self.target_labels,
+            interval_s=self.interval_s,
+            timeout_s=self.timeout_s + (self.delta_seconds if delta else 0),
+            offset_s=offset_in_interval(key, self.interval_s),
+            forward_to=tuple(self.job.forward_to),
+            delta_seconds=self.delta_seconds if delta else None,
+            body_size_limit=int(self.job.body_size_limit),
+            key=key,
+            discovered_labels=self.discovered,
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every scrape spec of a config, and the targets relabeling dropped, by job."""
+
+    specs: list[ScrapeSpec]
+    dropped: dict[str, list[DroppedTarget]]
+
+
+def make_plan(config: Config, discovered: dict[str, list[dict[str, str]]] | None = None) -> Plan:
+    """Plan ``config``: each job's static ``targets`` and ``discovered[job]`` (labels as discovered)
+    go through the job's ``relabel_configs``; each kept target gets one spec per enabled profile type."""
+    specs: list[ScrapeSpec] = []
+    dropped: dict[str, list[DroppedTarget]] = {}
+    for job_key, job in config.scrape.items():
+        kept, dropped[job_key] = relabel_targets(job, (discovered or {}).get(job_key, []))
+        types = list(job.profiling_config.enabled_types().items())
+        for after, before in kept:
+            target = _Target(config, job_key, job, after, before)
+            specs.extend(target.spec(t, stored, p.path, p.delta) for t, (stored, p) in types)
+    return Plan(specs, dropped)
 
 
 def plan(config: Config, discovered: dict[str, list[dict[str, str]]] | None = None) -> list[ScrapeSpec]:
-    """Every scrape spec of ``config``: one per (job, target, enabled profile type).
-
-    ``discovered`` maps a job key to targets found by service discovery, merged with the job's
-    static ``targets`` (a target listed twice with the same labels is planned once).
-    """
-    specs: list[ScrapeSpec] = []
-    for job_key, job in config.scrape.items():
-        targets = list(job.targets) + list((discovered or {}).get(job_key, []))
-        seen: set[tuple[tuple[str, str], ...]] = set()
-        for target in targets:
-            identity = tuple(sorted(target.items()))
-            if identity in seen:
-                continue
-            seen.add(identity)
-            for profile_type, (stored_name, profile) in job.profiling_config.enabled_types().items():
-                specs.append(
-                    _build_spec(config, job_key, job, target, profile_type, stored_name, profile.path, profile.delta)
-                )
-    return specs
+    """Every scrape spec of ``config``: one per (job, kept target, enabled profile type)."""
+    return make_plan(config, discovered).specs

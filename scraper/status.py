@@ -89,20 +89,21 @@ class TargetStatus:
 
 
 # Keeps the counts and last_success of the stored record and replaces the rest with ARGV[2],
-# all in one atomic round trip. A record that cannot be decoded restarts its counts.
+# all in one atomic round trip; a key beat did not register is left alone. A record that cannot be decoded restarts its counts.
 _RECORD = Script(
     None,
     b"""
 local new = cmsgpack.unpack(ARGV[2])
 local successes, failures, last_success = 0, 0, nil
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if raw then
-  local ok, old = pcall(cmsgpack.unpack, raw)
-  if ok and type(old) == 'table' then
-    successes = tonumber(old.successes) or 0
-    failures = tonumber(old.failures) or 0
-    last_success = old.last_success
-  end
+-- only targets in beat's plan have a record: a scrape finishing after its target left the plan
+-- must not bring the record back
+if not raw then return 0 end
+local ok, old = pcall(cmsgpack.unpack, raw)
+if ok and type(old) == 'table' then
+  successes = tonumber(old.successes) or 0
+  failures = tonumber(old.failures) or 0
+  last_success = old.last_success
 end
 if new.health == 'up' then
   successes = successes + 1

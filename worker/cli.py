@@ -11,9 +11,9 @@ from pathlib import Path
 import redis
 from pydantic import ValidationError
 
-from scraper.config import load_config
+from scraper.config import Config, load_config
 from scraper.errors import ConfigError
-from scraper.plan import plan
+from scraper.plan import make_plan, plan
 from scraper.settings import Settings
 
 EXAMPLES = """\
@@ -53,13 +53,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     specs = plan(config)
     targets = sum(len(job.targets) for job in config.scrape.values())
+    discovering = sum(1 for job in config.scrape.values()
+                      if job.file_sd_configs or job.http_sd_configs or job.dns_sd_configs or job.kubernetes_sd_configs)
     print(f"{args.config}: ok: {len(config.scrape)} jobs, {targets} targets, {len(specs)} scrapes per interval, "
-          f"{len(config.write)} receivers")
+          f"{len(config.write)} receivers" + (f" ({discovering} jobs also discover targets)" if discovering else ""))
     return 0
 
 
+def _discover_once(config: Config) -> dict[str, list[dict[str, str]]]:
+    """Each job's discovered targets, looked up once; failures are reported, not fatal."""
+    from scraper.discovery.runner import DiscoveryRunner
+
+    runner = DiscoveryRunner(config)
+    try:
+        runner.refresh_due()
+        _, targets, errors = runner.snapshot()
+    finally:
+        runner.stop()
+    for job, error in errors.items():
+        print(f"warning: discovery for job {job} failed: {error}", file=sys.stderr)
+    return targets
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    specs = plan(load_config(args.config))
+    config = load_config(args.config)
+    specs = make_plan(config, _discover_once(config)).specs
     if args.json:
         for spec in specs:
             print(json.dumps(spec.as_dict(), sort_keys=True))
@@ -84,11 +102,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_targets(args: argparse.Namespace) -> int:
-    from scraper import status, status_view
+    from scraper import keys, status, status_view
     from scraper.broker import broker_url, connect_redis
 
+    client = connect_redis(broker_url(_settings()))
+    if args.dropped:
+        dropped = {job.decode(): json.loads(value) for job, value in client.hgetall(keys.DROPPED).items()}
+        rows = [{"job": job, **entry} for job, entries in sorted(dropped.items()) if not args.job or job == args.job
+                for entry in entries]
+        if args.json:
+            print(json.dumps(rows, indent=2, sort_keys=True))
+        else:
+            from rich.table import Table
+
+            table = Table("job", "reason", "labels before relabeling")
+            for row in rows:
+                table.add_row(row["job"], row["reason"], ", ".join(f"{k}={v}" for k, v in sorted(row["labels"].items())))
+            _console().print(table)
+        return 0
     health = status.TargetHealth(args.health) if args.health else None
-    statuses = status.read_statuses(connect_redis(broker_url(_settings())), job=args.job, health=health)
+    statuses = status.read_statuses(client, job=args.job, health=health)
     if args.json:
         print(status_view.statuses_json(statuses))
     else:
@@ -157,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     targets.add_argument("--json", action="store_true", help="a JSON list instead of a table")
     targets.add_argument("--job", help="only this job")
     targets.add_argument("--health", choices=["up", "down", "unknown"], help="only targets with this health")
+    targets.add_argument("--dropped", action="store_true",
+                         help="the targets relabeling dropped (with their labels before relabeling) instead")
     targets.set_defaults(func=cmd_targets)
 
     dead = sub.add_parser("deadletter", help="pushes that used up their retries: list, replay or purge them")

@@ -24,7 +24,7 @@ from .models import (
     KubernetesSDConfig,
     KubernetesSelector,
 )
-from .resolve import DroppedTarget, build_discoverers, resolve_targets
+from .resolve import DroppedTarget, build_discoverers, relabel_targets, resolve_targets
 
 # HTTPSDConfig validates its http_client_config as scraper.config.HTTPClientConfig, and the config
 # imports this package: load it last, so that either import order leaves both usable.
@@ -41,5 +41,6 @@ __all__ = [
     "KubernetesSDConfig",
     "KubernetesSelector",
     "build_discoverers",
+    "relabel_targets",
     "resolve_targets",
 ]

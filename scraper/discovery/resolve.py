@@ -57,7 +57,16 @@ def resolve_targets(
     each once even when found twice (same labels apart from ``__meta_*``), and the dropped ones
     with their labels before relabeling and the reason.
     """
-    kept: list[dict[str, str]] = []
+    kept, dropped = relabel_targets(job, discovered)
+    return [after for after, _ in kept], dropped
+
+
+def relabel_targets(
+    job: ScrapeJob, discovered: list[dict[str, str]]
+) -> tuple[list[tuple[dict[str, str], dict[str, str]]], list[DroppedTarget]]:
+    """As :func:`resolve_targets`, but each kept target comes with its labels before relabeling:
+    ``(after, before)`` pairs, so a user can see what relabeling did."""
+    kept: list[tuple[dict[str, str], dict[str, str]]] = []
     dropped: list[DroppedTarget] = []
     seen: set[frozenset[tuple[str, str]]] = set()
     relabel = Relabeler(job.relabel_configs)
@@ -75,7 +84,7 @@ def resolve_targets(
         identity = frozenset((k, v) for k, v in result.items() if not k.startswith(META_PREFIX))
         if identity not in seen:
             seen.add(identity)
-            kept.append(result)
+            kept.append((result, labels))
     return kept, dropped
 
 

@@ -191,6 +191,7 @@ def test_the_targets_page_shows_each_jobs_targets_down_first_with_errors_in_full
 
 def test_the_targets_page_escapes_everything_a_target_brings(serve, redis_client):
     evil = make_spec(job="<b>job</b>", address="x:1", team='<script>alert("x")</script>')
+    register_specs(redis_client, [evil])
     record_scrape(redis_client, evil, start=1.0, duration=0.1, error=ConnectFailed("<img src=x onerror=alert(1)>"),
                   worker="w/1")
 
@@ -204,6 +205,7 @@ def test_the_targets_page_escapes_everything_a_target_brings(serve, redis_client
 def test_the_targets_page_filters_by_job_and_health(serve, redis_client):
     web_up, web_down = make_spec(job="web", address="webup:1"), make_spec(job="web", address="webdown:1")
     api_down = make_spec(job="api", address="apidown:1")
+    register_specs(redis_client, [web_up, web_down, api_down])
     record_scrape(redis_client, web_up, start=1.0, duration=0.1, error=None, worker="w/1")
     for spec in (web_down, api_down):
         record_scrape(redis_client, spec, start=1.0, duration=0.1, error=ConnectFailed("refused"), worker="w/1")

@@ -47,6 +47,7 @@ def only(client: redis.Redis):
 
 def test_a_successful_scrape_marks_the_target_up_and_records_when_where_and_how_long(redis_client):
     spec = make_spec()
+    register_specs(redis_client, [spec])
     record_scrape(redis_client, spec, start=1_700_000_000.25, duration=0.125, error=None, worker="host-a/101")
 
     status = only(redis_client)
@@ -64,6 +65,7 @@ def test_a_successful_scrape_marks_the_target_up_and_records_when_where_and_how_
 
 def test_a_failed_scrape_marks_the_target_down_with_the_error_and_keeps_the_last_success(redis_client):
     spec = make_spec()
+    register_specs(redis_client, [spec])
     record_scrape(redis_client, spec, start=100.0, duration=0.1, error=None, worker="host-a/1")
     error = HTTPStatusError("server returned HTTP status 500", url=spec.url, status=500)
     record_scrape(redis_client, spec, start=115.0, duration=0.2, error=error, worker="host-b/2")
@@ -79,6 +81,7 @@ def test_a_failed_scrape_marks_the_target_down_with_the_error_and_keeps_the_last
 
 def test_a_target_that_recovers_is_up_again_without_its_old_error(redis_client):
     spec = make_spec()
+    register_specs(redis_client, [spec])
     record_scrape(redis_client, spec, start=100.0, duration=1.0, error=ConnectFailed("refused"), worker="w/1")
     record_scrape(redis_client, spec, start=115.0, duration=0.5, error=None, worker="w/1")
 
@@ -98,6 +101,7 @@ def test_nothing_of_a_failed_request_but_the_error_message_is_stored(redis_clien
             self.request_headers = {"Authorization": "Bearer s3cret-token"}
 
     spec = make_spec()
+    register_specs(redis_client, [spec])
     record_scrape(redis_client, spec, start=1.0, duration=1.0, error=LeakyError(), worker="w/1")
 
     raw = redis_client.hget(keys.STATUS, spec.key)
@@ -108,6 +112,7 @@ def test_nothing_of_a_failed_request_but_the_error_message_is_stored(redis_clien
 def test_records_made_concurrently_by_many_workers_lose_no_count(redis_url):
     spec = make_spec()
     redis.Redis.from_url(redis_url).flushdb()
+    register_specs(redis.Redis.from_url(redis_url), [spec])
     rounds, threads = 50, 8
 
     def worker(n: int) -> None:
@@ -164,6 +169,14 @@ def test_targets_that_left_the_plan_disappear_on_the_next_registration(redis_cli
     assert read_statuses(redis_client) == []
 
 
+def test_a_scrape_of_a_target_that_left_the_plan_leaves_no_record(redis_client):
+    stay, leave = make_spec(address="stay:1"), make_spec(address="leave:1")
+    register_specs(redis_client, [stay])
+    record_scrape(redis_client, leave, start=1.0, duration=0.1, error=None, worker="w/1")
+
+    assert [s.key for s in read_statuses(redis_client)] == [stay.key]
+
+
 def test_registering_ten_thousand_specs_takes_well_under_a_second_or_two(redis_client):
     specs = [make_spec(job=f"job{i % 10}", address=f"10.0.{i // 250}.{i % 250}:6060") for i in range(10_000)]
     started = time.monotonic()
@@ -192,6 +205,7 @@ def test_statuses_come_by_job_then_down_first_then_unknown_then_up_then_by_label
 
 def test_statuses_can_be_read_for_one_job_and_one_health(redis_client):
     web_up, web_down, api_down = make_spec(job="web", address="a:1"), make_spec(job="web", address="b:1"), make_spec(job="api")
+    register_specs(redis_client, [web_up, web_down, api_down])
     record_scrape(redis_client, web_up, start=1.0, duration=0.1, error=None, worker="w/1")
     record_scrape(redis_client, web_down, start=1.0, duration=0.1, error=ConnectFailed("x"), worker="w/1")
     record_scrape(redis_client, api_down, start=1.0, duration=0.1, error=ConnectFailed("y"), worker="w/1")
@@ -213,6 +227,7 @@ def test_running_totals_add_up_by_name(redis_client):
 
 def test_statuses_as_json_are_a_list_of_plain_objects(redis_client):
     spec = make_spec()
+    register_specs(redis_client, [spec])
     record_scrape(redis_client, spec, start=3.0, duration=0.5, error=ConnectFailed("refused"), worker="w/1")
 
     (item,) = json.loads(statuses_json(read_statuses(redis_client)))
@@ -225,6 +240,7 @@ def test_statuses_as_json_are_a_list_of_plain_objects(redis_client):
 def test_the_table_shows_every_target_with_its_health_and_full_error(redis_client):
     long_error = "server returned HTTP status 503 " + "because the backend is overloaded " * 6 + "(end)"
     down, up = make_spec(address="down:1"), make_spec(address="up:1")
+    register_specs(redis_client, [down, up])
     record_scrape(redis_client, down, start=100.0, duration=2.5, error=ConnectFailed(long_error), worker="w/1")
     record_scrape(redis_client, up, start=100.0, duration=0.02, error=None, worker="w/2")
 
