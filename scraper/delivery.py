@@ -1,14 +1,25 @@
-"""Delivery of a validated profile to its receivers, with nothing lost on the way.
+"""Delivery of a validated profile to its receivers, with nothing lost on the way and Redis's
+memory bounded.
 
-The body is stored once in Redis under its push id (a claim check) with the set of receivers
-that still have to take it; each push task names the id, never the bytes, so the broker carries
-a few hundred bytes per push instead of the body twice (Redis keeps a copy of every unacked
-message). A push that used up its retries is moved, body and all, to the dead-letter list, from
-where ``pprof-scraper deadletter replay`` sends it again.
+A validated profile (body, labels, times, URL) is stored once in Redis under its push id — a
+claim check — with the set of receivers that still have to take it. Each push task names the id
+and a receiver, never the bytes, so a profile crosses the broker once however many receivers it
+goes to, and Redis's unacked copy of a message stays small.
+
+Two byte budgets bound what an outage can cost:
+
+- pending profiles (``max_pending_bytes``): past it, the oldest pending profile is moved to the
+  dead-letter list (its pushes then find nothing to do), counted as ``pushes_evicted``;
+- dead letters (``max_deadletter_bytes``): past it, the oldest dead letters are dropped,
+  counted as ``deadletters_dropped`` and logged — the one place where profiles are given up,
+  and only after both budgets are spent.
+
+``pprof-scraper deadletter replay`` puts dead letters back as pending profiles and pushes them.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -16,40 +27,86 @@ import msgpack
 import redis
 
 from . import keys
+from .receivers import Profile
 
-#: How long a stashed body may wait for its pushes; longer than any retry horizon, a safety net
-#: only: bodies are deleted as soon as every receiver has taken them.
-BODY_TTL_S = 24 * 3600
+log = logging.getLogger(__name__)
 
+# KEYS: blob, refs, pending zset, pending bytes. ARGV: blob, id, now, receivers...
+# Counted once per id, so a duplicate scrape of the same slot does not inflate the total.
+_STASH = """
+redis.call('set', KEYS[1], ARGV[1])
+for i = 4, #ARGV do redis.call('sadd', KEYS[2], ARGV[i]) end
+if redis.call('zadd', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 1 then
+  return redis.call('incrby', KEYS[4], string.len(ARGV[1]))
+end
+return tonumber(redis.call('get', KEYS[4]) or '0')
+"""
+
+# KEYS: blob, refs, pending zset, pending bytes. ARGV: receiver, id.
 _RELEASE = """
 redis.call('srem', KEYS[2], ARGV[1])
-if redis.call('scard', KEYS[2]) == 0 then redis.call('del', KEYS[1], KEYS[2]) end
+if redis.call('scard', KEYS[2]) == 0 then
+  local size = redis.call('strlen', KEYS[1])
+  redis.call('del', KEYS[1], KEYS[2])
+  if redis.call('zrem', KEYS[3], ARGV[2]) == 1 then redis.call('decrby', KEYS[4], size) end
+end
 return 0
 """
 
 
-def stash_body(client: redis.Redis, push_id: str, body: bytes, receivers: list[str], ttl_s: int = BODY_TTL_S) -> None:
-    """Keep ``body`` under ``push_id`` until every receiver in ``receivers`` has released it."""
-    refs = keys.BODY_REFS.format(id=push_id)
+def _keys(push_id: str) -> list[str]:
+    return [keys.BODY.format(id=push_id), keys.BODY_REFS.format(id=push_id), keys.PENDING, keys.PENDING_BYTES]
+
+
+def _pack(profile: Profile) -> bytes:
+    return msgpack.packb(asdict(profile), use_bin_type=True)
+
+
+def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pending_bytes: int,
+          deadletter_budget: int) -> None:
+    """Keep ``profile`` until every receiver in ``receivers`` has released it; past the pending
+    budget, move the oldest pending profiles to the dead-letter list."""
+    total = client.eval(_STASH, 4, *_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
+    while int(total) > max_pending_bytes:
+        oldest = client.zpopmin(keys.PENDING)
+        if not oldest or oldest[0][0].decode() == profile.id:
+            break
+        total = _evict(client, oldest[0][0].decode(), max_pending_bytes, deadletter_budget)
+
+
+def _evict(client: redis.Redis, push_id: str, max_pending_bytes: int, deadletter_budget: int) -> int:
+    """Move one pending profile (already taken off the pending set) to the dead-letter list."""
+    blob_key, refs_key = keys.BODY.format(id=push_id), keys.BODY_REFS.format(id=push_id)
     with client.pipeline(transaction=True) as pipe:
-        pipe.set(keys.BODY.format(id=push_id), body, ex=ttl_s)
-        pipe.sadd(refs, *receivers)
-        pipe.expire(refs, ttl_s)
-        pipe.execute()
+        pipe.get(blob_key)
+        pipe.smembers(refs_key)
+        pipe.delete(blob_key, refs_key)
+        blob, receivers, _ = pipe.execute()
+    if blob is None:
+        return int(client.get(keys.PENDING_BYTES) or 0)
+    total = client.decrby(keys.PENDING_BYTES, len(blob))
+    profile = Profile(**msgpack.unpackb(blob, raw=False))
+    reason = f"evicted unsent: pending pushes passed SCRAPER_MAX_PENDING_BYTES ({max_pending_bytes} bytes)"
+    for receiver in sorted(r.decode() for r in receivers):
+        dead_letter(client, DeadLetter.of(profile, receiver, reason, attempts=0), deadletter_budget)
+    client.hincrby(keys.COUNTERS, "pushes_evicted", 1)
+    log.error("pending pushes over budget: profile %s (%s) moved to the dead-letter list", push_id, profile.url)
+    return int(total)
 
 
-def load_body(client: redis.Redis, push_id: str) -> bytes | None:
-    """The stashed body of ``push_id``; None when every receiver already took it (or it expired)."""
-    return client.get(keys.BODY.format(id=push_id))
+def load(client: redis.Redis, push_id: str) -> Profile | None:
+    """The pending profile of ``push_id``; None when every receiver already took it (or it was evicted)."""
+    blob = client.get(keys.BODY.format(id=push_id))
+    return None if blob is None else Profile(**msgpack.unpackb(blob, raw=False))
 
 
-def release_body(client: redis.Redis, push_id: str, receiver: str) -> None:
-    """Say that ``receiver`` is done with the body; the last one to say so deletes it. Idempotent."""
-    client.eval(_RELEASE, 2, keys.BODY.format(id=push_id), keys.BODY_REFS.format(id=push_id), receiver)
+def release(client: redis.Redis, push_id: str, receiver: str) -> None:
+    """Say that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent."""
+    client.eval(_RELEASE, 4, *_keys(push_id), receiver, push_id)
 
 
 def pending_receivers(client: redis.Redis, push_id: str) -> set[str]:
-    """The receivers that have not yet released the body of ``push_id``."""
+    """The receivers that have not yet released the profile of ``push_id``."""
     return {m.decode() for m in client.smembers(keys.BODY_REFS.format(id=push_id))}
 
 
@@ -68,6 +125,14 @@ class DeadLetter:
     body: bytes = field(repr=False)
     failed_at: float = field(default_factory=time.time)
 
+    @classmethod
+    def of(cls, profile: Profile, receiver: str, error: str, attempts: int) -> DeadLetter:
+        return cls(id=profile.id, receiver=receiver, labels=profile.labels, start=profile.start, end=profile.end,
+                   url=profile.url, error=error, attempts=attempts, body=profile.body)
+
+    def profile(self) -> Profile:
+        return Profile(id=self.id, labels=self.labels, body=self.body, start=self.start, end=self.end, url=self.url)
+
     def summary(self) -> dict[str, object]:
         """The entry without its body, for listing."""
         out = asdict(self)
@@ -75,9 +140,23 @@ class DeadLetter:
         return out
 
 
-def dead_letter(client: redis.Redis, entry: DeadLetter) -> None:
-    """Append ``entry`` to the dead-letter list (newest first)."""
-    client.lpush(keys.DEADLETTER, msgpack.packb(asdict(entry), use_bin_type=True))
+def dead_letter(client: redis.Redis, entry: DeadLetter, max_bytes: int) -> None:
+    """Append ``entry`` to the dead-letter list (newest first); past ``max_bytes``, drop the oldest."""
+    item = msgpack.packb(asdict(entry), use_bin_type=True)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lpush(keys.DEADLETTER, item)
+        pipe.incrby(keys.DEADLETTER_BYTES, len(item))
+        _, total = pipe.execute()
+    while int(total) > max_bytes:
+        oldest = client.rpop(keys.DEADLETTER)
+        if oldest is None:
+            client.set(keys.DEADLETTER_BYTES, 0)
+            break
+        total = client.decrby(keys.DEADLETTER_BYTES, len(oldest))
+        client.hincrby(keys.COUNTERS, "deadletters_dropped", 1)
+        dropped = msgpack.unpackb(oldest, raw=False)
+        log.error("dead-letter list over SCRAPER_MAX_DEADLETTER_BYTES (%d): dropped the oldest, %s for %s (%s)",
+                  max_bytes, dropped["id"], dropped["receiver"], dropped["url"])
 
 
 def list_dead_letters(client: redis.Redis, limit: int = 100) -> list[DeadLetter]:
@@ -89,13 +168,16 @@ def list_dead_letters(client: redis.Redis, limit: int = 100) -> list[DeadLetter]
 def take_dead_letter(client: redis.Redis) -> DeadLetter | None:
     """Remove and return the oldest dead letter; None when there is none."""
     item = client.rpop(keys.DEADLETTER)
-    return DeadLetter(**msgpack.unpackb(item, raw=False)) if item else None
+    if item is None:
+        return None
+    client.decrby(keys.DEADLETTER_BYTES, len(item))
+    return DeadLetter(**msgpack.unpackb(item, raw=False))
 
 
 def purge_dead_letters(client: redis.Redis) -> int:
     """Delete every dead letter; return how many there were."""
     with client.pipeline(transaction=True) as pipe:
         pipe.llen(keys.DEADLETTER)
-        pipe.delete(keys.DEADLETTER)
+        pipe.delete(keys.DEADLETTER, keys.DEADLETTER_BYTES)
         count, _ = pipe.execute()
     return int(count)

@@ -12,12 +12,18 @@ BEAT_EMITTED_UNTIL = PREFIX + "beat:emitted-until"
 BEAT_STATE = PREFIX + "beat:state"
 #: hash of targets relabeling dropped, field = job, value = JSON list of {labels, reason}
 DROPPED = PREFIX + "dropped"
-#: a profile body waiting for its pushes (claim check), by push id
+#: a validated profile (msgpack: body, labels, times, URL) waiting for its pushes, by push id
 BODY = PREFIX + "body:{id}"
-#: how many receivers still have to take the body of a push id
+#: the receivers that still have to take the profile of a push id
 BODY_REFS = PREFIX + "body-refs:{id}"
-#: pushes that used up their retries: a list of msgpack entries, newest first
+#: pending push ids scored by when they were stored, oldest first: what a full budget evicts
+PENDING = PREFIX + "pending"
+#: bytes of all pending profiles
+PENDING_BYTES = PREFIX + "pending-bytes"
+#: pushes that used up their retries (or were evicted): a list of msgpack entries, newest first
 DEADLETTER = PREFIX + "deadletter"
+#: bytes of the dead-letter list
+DEADLETTER_BYTES = PREFIX + "deadletter-bytes"
 #: a CPU profile request in flight to a target (value: the holder's token), by scheme://address
 CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
 #: hash of running totals: scrapes done/failed/dropped, pushes done/failed/deadlettered

@@ -78,7 +78,10 @@ class Runtime:
                              error=result.error, worker=self.worker)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         if result.ok:
-            delivery.stash_body(self.redis, result.push_id, result.body or b"", list(spec.forward_to))
+            profile = Profile(id=result.push_id, labels=spec.labels, body=result.body or b"", start=result.start,
+                              end=result.end, url=spec.url)
+            delivery.stash(self.redis, profile, list(spec.forward_to), self.settings.max_pending_bytes,
+                           self.settings.max_deadletter_bytes)
             status.incr_counter(self.redis, "scrapes_done")
         else:
             status.incr_counter(self.redis, "scrapes_failed")
@@ -91,20 +94,21 @@ class Runtime:
 
     # ---------------------------------------------------------------- push stage
 
-    def push(self, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str) -> bool:
-        """Deliver one stashed profile to one receiver; False when there was nothing left to deliver
-        (a redelivered push whose body every receiver already took). Raises PushError on failure."""
-        body = delivery.load_body(self.redis, push_id)
-        if body is None:
+    def push(self, push_id: str, receiver: str) -> bool:
+        """Deliver one pending profile to one receiver; False when there was nothing left to deliver
+        (a redelivered push whose profile every receiver already took, or one evicted to the
+        dead-letter list). Raises PushError on failure."""
+        profile = delivery.load(self.redis, push_id)
+        if profile is None:
             return False
         began = time.monotonic()
         try:
-            self.receiver(receiver).push(Profile(id=push_id, labels=labels, body=body, start=start, end=end, url=url))
+            self.receiver(receiver).push(profile)
         except PushError as exc:
             metrics.observe_push(receiver, exc.kind, time.monotonic() - began)
             raise
         metrics.observe_push(receiver, "ok", time.monotonic() - began)
-        delivery.release_body(self.redis, push_id, receiver)
+        delivery.release(self.redis, push_id, receiver)
         status.incr_counter(self.redis, "pushes_done")
         return True
 
@@ -118,15 +122,13 @@ class Runtime:
         # second worker, so a long Retry-After is honoured only up to half of it.
         return None if delay is None else min(delay, self.settings.visibility_timeout / 2)
 
-    def give_up(self, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str,
-                error: PushError, attempts: int) -> None:
+    def give_up(self, push_id: str, receiver: str, error: PushError, attempts: int) -> None:
         """Move a push that cannot be delivered to the dead-letter list, body and all."""
-        body = delivery.load_body(self.redis, push_id)
-        if body is not None:
-            delivery.dead_letter(self.redis, delivery.DeadLetter(
-                id=push_id, receiver=receiver, labels=labels, start=start, end=end, url=url,
-                error=str(error), attempts=attempts, body=body))
+        profile = delivery.load(self.redis, push_id)
+        if profile is not None:
+            delivery.dead_letter(self.redis, delivery.DeadLetter.of(profile, receiver, str(error), attempts),
+                                 self.settings.max_deadletter_bytes)
             status.incr_counter(self.redis, "pushes_deadlettered")
             log.error("push %s to %s dead-lettered after %d attempts: %s", push_id, receiver, attempts, error)
-        delivery.release_body(self.redis, push_id, receiver)
+        delivery.release(self.redis, push_id, receiver)
         status.incr_counter(self.redis, "pushes_failed")

@@ -32,5 +32,9 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(default=900, ge=1)
     #: seconds a beat's lock lives without renewal: how soon a standby beat takes over from a dead one
     beat_lock_ttl: float = Field(default=10.0, gt=0)
+    #: bytes of validated profiles that may wait for their pushes; past it the oldest are dead-lettered
+    max_pending_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    #: bytes the dead-letter list may hold; past it the oldest dead letters are dropped (counted, logged)
+    max_deadletter_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     #: trace Python allocations so /debug/pprof/heap and /debug/pprof/allocs can answer
     tracemalloc: bool = False

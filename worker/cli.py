@@ -143,10 +143,12 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         return 0
     from worker.tasks import push
 
+    settings = _settings()
     replayed = 0
     while replayed < args.limit and (entry := delivery.take_dead_letter(client)) is not None:
-        delivery.stash_body(client, entry.id, entry.body, [entry.receiver])
-        push.apply_async(args=(entry.id, entry.receiver, entry.labels, entry.start, entry.end, entry.url))
+        delivery.stash(client, entry.profile(), [entry.receiver], settings.max_pending_bytes,
+                       settings.max_deadletter_bytes)
+        push.apply_async(args=(entry.id, entry.receiver), argsrepr=f"{entry.receiver} replay of {entry.id}")
         replayed += 1
     print(f"replayed {replayed} dead letters (sent again as push tasks)")
     return 0

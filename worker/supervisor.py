@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scraper import status
+from scraper import keys, status
 from scraper.config import Config, FileReceiverConfig, load_config
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml
 from scraper.embedded_redis import EmbeddedRedis
@@ -172,7 +172,7 @@ class Supervisor:
         try:
             counters = status.read_counters(client)
             pending = client.llen("push")
-            dead = client.llen("pprof-scraper:deadletter")
+            dead = client.llen(keys.DEADLETTER)
         except Exception as exc:  # noqa: BLE001 - a progress line must never stop the run
             log.warning("progress unavailable: %s", exc)
             return previous

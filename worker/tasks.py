@@ -33,24 +33,24 @@ def scrape(job: str, profile_type: str, target_labels: dict[str, str], scheduled
     labels = result.spec.labels
     for receiver in result.spec.forward_to:
         push.apply_async(
-            args=(result.push_id, receiver, labels, result.start, result.end, result.spec.url),
+            args=(result.push_id, receiver),
             argsrepr=f"{receiver} {describe(job, labels.get('instance', ''), profile_type, scheduled_at)}",
         )
     return f"up: {len(result.body or b'')} bytes in {result.duration:.2f}s"
 
 
 @app.task(name="scraper.push", bind=True, acks_late=True, ignore_result=True, max_retries=None)
-def push(self: Task, push_id: str, receiver: str, labels: dict[str, str], start: float, end: float, url: str) -> str:
-    """Deliver one profile to one receiver, retrying with backoff; dead-letter it when retries run out."""
+def push(self: Task, push_id: str, receiver: str) -> str:
+    """Deliver one pending profile to one receiver, retrying with backoff; dead-letter it when retries run out."""
     rt = runtime()
     try:
-        delivered = rt.push(push_id, receiver, labels, start, end, url)
+        delivered = rt.push(push_id, receiver)
     except PushError as exc:
         attempt = self.request.retries + 1
         delay = rt.retry_delay(receiver, attempt, exc)
         if delay is None:
-            rt.give_up(push_id, receiver, labels, start, end, url, exc, attempt)
+            rt.give_up(push_id, receiver, exc, attempt)
             return f"dead-lettered after {attempt} attempts: {exc}"
         log.warning("push %s to %s failed (attempt %d), retrying in %.1fs: %s", push_id, receiver, attempt, delay, exc)
         raise self.retry(countdown=delay, exc=exc) from None
-    return "delivered" if delivered else "already delivered"
+    return "delivered" if delivered else "nothing to deliver (already delivered, or dead-lettered)"
