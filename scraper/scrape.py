@@ -19,7 +19,7 @@ import redis
 
 from . import keys
 from .client import TargetClient
-from .errors import ScrapeError, ScrapeSkipped
+from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .plan import ScrapeSpec
 from .pprof import ProfileInfo, validate_profile
 
@@ -97,7 +97,8 @@ def scrape_once(
 ) -> ScrapeResult:
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
-    Never raises a ScrapeError: the outcome is in the result. ``guard_client`` enables the CPU guard.
+    Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
+    ``guard_client`` enables the CPU guard.
     """
     start = clock()
     try:
@@ -106,4 +107,7 @@ def scrape_once(
         info = validate_profile(fetched.body, url=spec.url, size_limit=spec.body_size_limit)
     except ScrapeError as exc:
         return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
+    except (SecretFileError, ConfigError) as exc:
+        # The job's own credentials are at fault, not the target; the message names the file or field.
+        return ScrapeResult(spec, scheduled_at, start, clock(), error=ScrapeError(str(exc), spec.url))
     return ScrapeResult(spec, scheduled_at, start, clock(), body=fetched.body, info=info)
