@@ -231,18 +231,17 @@ def _translated(deadline: _Deadline, stage: str, *, prefix: str = "", proxy: str
         if any(_is_timeout(c) for c in causes):
             connecting = _first(causes, requests.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError)
             raise deadline.timed_out("connecting" if connecting else stage, prefix) from exc
+        suffix = ""
+        if proxy is not None and _first(causes, requests.exceptions.ProxyError, urllib3.exceptions.ProxyError,
+                                        socks.ProxyConnectionError):
+            prefix = f"{prefix}cannot use proxy {proxy}: "
+        elif proxy is not None:
+            suffix = f" (via proxy {proxy})"
+        elif not prefix and _first(causes, ConnectionRefusedError):
+            suffix = "; is the target running and listening on this port?"
         if _first(causes, ssl.SSLError, CertificateError, urllib3.exceptions.SSLError, requests.exceptions.SSLError):
             raise TLSError(f"{prefix}{_describe_tls(causes, url)}", url) from exc
-        reason = _describe_connection(causes, url)
-        proxy_failed = _first(causes, requests.exceptions.ProxyError, urllib3.exceptions.ProxyError,
-                              socks.ProxyConnectionError)
-        if proxy is not None and proxy_failed:
-            reason = f"cannot use proxy {proxy}: {reason}"
-        elif proxy is not None:
-            reason = f"{reason} (via proxy {proxy})"
-        elif not prefix and _first(causes, ConnectionRefusedError):
-            reason += "; is the target running and listening on this port?"
-        raise ConnectFailed(f"{prefix}{reason}", url) from exc
+        raise ConnectFailed(f"{prefix}{_describe_connection(causes, url)}{suffix}", url) from exc
 
 
 # --------------------------------------------------------------------------- secrets

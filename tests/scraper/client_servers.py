@@ -137,10 +137,10 @@ class Target:
 class ForwardProxy:
     """An HTTP proxy for http:// targets: forwards each absolute-URL request and records it."""
 
-    def __init__(self, credentials: str | None = None) -> None:
+    def __init__(self, credentials: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Seen] = []
         self._credentials = credentials
-        self._server = _LoopbackServer(self._forward, None)
+        self._server = _LoopbackServer(self._forward, tls)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
 

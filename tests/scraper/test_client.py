@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import datetime
 import gzip
+import json
 import logging
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -184,6 +187,48 @@ def test_reuses_the_connection_for_the_next_scrape(target: Target, make_client: 
     fetch(client, target.url(PATH))
 
     assert target.requests[0].client_port == target.requests[1].client_port
+
+
+GEVENT_WORKER = """
+from gevent import monkey; monkey.patch_all()
+import json, sys, time
+import gevent
+from scraper.client import TargetClient
+from scraper.config import HTTPClientConfig
+from scraper.errors import ScrapeTimeout
+
+ok_url, stall_url = sys.argv[1:]
+client = TargetClient(HTTPClientConfig(), pool_size=50)
+
+def scrape(url):
+    try:
+        return len(client.fetch(url, timeout_s=0.5, body_size_limit=10**7).body)
+    except ScrapeTimeout:
+        return "timeout"
+
+started = time.monotonic()
+jobs = [gevent.spawn(scrape, ok_url) for _ in range(50)] + [gevent.spawn(scrape, stall_url) for _ in range(10)]
+gevent.joinall(jobs)
+print(json.dumps({"results": [job.value for job in jobs], "elapsed": time.monotonic() - started}))
+"""
+
+
+def test_greenlets_under_gevent_share_the_client_and_a_stalled_target_holds_up_no_one(
+    target: Target,
+) -> None:
+    def stall(exchange: Exchange) -> None:
+        exchange.start(200, {"Content-Length": "100"})
+        target.stopping.wait()
+
+    target.route("/stall", stall)
+    repo = Path(__file__).resolve().parents[2]
+
+    run = subprocess.run([sys.executable, "-c", GEVENT_WORKER, target.url(PATH), target.url("/stall")],
+                         cwd=repo, capture_output=True, text=True, timeout=30, check=True)
+
+    outcome = json.loads(run.stdout)
+    assert outcome["results"] == [len(PROFILE)] * 50 + ["timeout"] * 10
+    assert outcome["elapsed"] < 2.5  # ten 0.5 s timeouts one after another would take 5 s
 
 
 # --------------------------------------------------------------------------- status
@@ -762,6 +807,24 @@ def test_credentials_in_proxy_url_authenticate_to_the_proxy(
         proxy.close()
 
     assert fetched.status == 200
+
+
+def test_an_https_proxy_is_verified_with_the_jobs_tls_config(
+    target: Target, ca: trustme.CA, ca_file: str, make_client: Callable[..., TargetClient]
+) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    proxy = ForwardProxy(tls=context)
+    try:
+        fetched = fetch(make_client(proxy_url=f"https://127.0.0.1:{proxy.port}", tls_config={"ca_file": ca_file}),
+                        target.url(PATH))
+        with pytest.raises(TLSError, match=f"cannot use proxy https://127.0.0.1:{proxy.port}: certificate is signed"):
+            fetch(make_client(proxy_url=f"https://127.0.0.1:{proxy.port}"), target.url(PATH))
+    finally:
+        proxy.close()
+
+    assert fetched.body == PROFILE
+    assert [r.path for r in proxy.requests] == [target.url(PATH)]
 
 
 def test_an_unreachable_proxy_is_a_connection_failure_naming_the_proxy(
