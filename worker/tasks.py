@@ -52,5 +52,7 @@ def push(self: Task, push_id: str, receiver: str) -> str:
             rt.give_up(push_id, receiver, exc, attempt)
             return f"dead-lettered after {attempt} attempts: {exc}"
         log.warning("push %s to %s failed (attempt %d), retrying in %.1fs: %s", push_id, receiver, attempt, delay, exc)
-        raise self.retry(countdown=delay, exc=exc) from None
+        # A retry is a new message: without its argsrepr Flower would show the raw (push id, receiver).
+        raise self.retry(countdown=delay, exc=exc, argsrepr=self.request.argsrepr,
+                         kwargsrepr=self.request.kwargsrepr) from None
     return "delivered" if delivered else "nothing to deliver (already delivered, or dead-lettered)"
