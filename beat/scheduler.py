@@ -17,13 +17,15 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
+import redis
 from celery.beat import Scheduler
 from kombu import Queue
+from kombu.exceptions import OperationalError
 from kombu.utils.uuid import uuid
 
 from scraper import keys, status
 from scraper.discovery.runner import DiscoveryRunner
-from scraper.plan import ScrapeSpec, describe, make_plan, next_slot
+from scraper.plan import Plan, ScrapeSpec, describe, make_plan, next_slot
 from scraper.broker import broker_url, connect_redis
 from scraper.config import Config, ConfigSource
 from scraper.settings import Settings
@@ -40,6 +42,12 @@ MAX_SLEEP_S = 1.0
 #: Shortest sleep between ticks: scrapes due within it go out together, in one pipeline, at most
 #: this late. Without it a fleet's spread-out slots mean a tick (and its Redis round trips) per scrape.
 MIN_SLEEP_S = 0.1
+#: Sleep between attempts while Redis does not answer.
+REDIS_RETRY_S = 1.0
+#: While Redis stays unreachable, one log line per this many seconds, not one per attempt.
+REDIS_LOG_EVERY_S = 30.0
+#: What an unreachable, restarting or still-loading Redis raises, through redis-py or kombu.
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
 
 
 class PlanScheduler(Scheduler):
@@ -51,6 +59,9 @@ class PlanScheduler(Scheduler):
         self._hup = threading.Event()
         self._heap_stale = True
         self._queue: Queue | None = None
+        self._unpublished: tuple[Plan, dict[str, str]] | None = None
+        self._redis_down_since: float | None = None
+        self._redis_logged = 0.0
         self.emitted = 0
         super().__init__(*args, **kwargs)
 
@@ -67,7 +78,10 @@ class PlanScheduler(Scheduler):
         self.discovery.start()
         self._discovery_seen = -1
         self._reported_error: str | None = None
-        self._apply(self.source.get())
+        try:
+            self._apply(self.source.get())
+        except REDIS_UNREACHABLE as exc:
+            self._redis_unreachable(exc)  # tick publishes the plan once Redis answers
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGHUP, lambda *_: self._hup.set())
         if settings.http_port is not None:
@@ -96,8 +110,33 @@ class PlanScheduler(Scheduler):
         return f"    . plan: scrape specs from {Settings().config}, slots pinned to absolute time"
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        """Send every scrape that is due, then say how long to sleep."""
-        now = time.time()
+        """Send every scrape that is due, then say how long to sleep; while Redis does not answer,
+        wait for it instead of dying (Celery's beat loop would exit on the exception)."""
+        try:
+            if self._unpublished is not None:
+                self._publish()
+            delay = self._tick(time.time())
+        except REDIS_UNREACHABLE as exc:
+            return self._redis_unreachable(exc)
+        if self._redis_down_since is not None:
+            log.warning("Redis answers again after %.0fs; beat resumes", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+        return delay
+
+    def _redis_unreachable(self, exc: Exception) -> float:
+        # Slots are rebuilt from where emission stopped, so a short outage delays scrapes rather than losing them.
+        self._heap_stale = True
+        now = time.monotonic()
+        if self._redis_down_since is None:
+            self._redis_down_since = self._redis_logged = now
+            log.error("Redis does not answer (%s); beat emits nothing until it does, retrying every %gs",
+                      exc, REDIS_RETRY_S)
+        elif now - self._redis_logged >= REDIS_LOG_EVERY_S:
+            self._redis_logged = now
+            log.error("Redis still does not answer after %.0fs (%s); retrying", now - self._redis_down_since, exc)
+        return REDIS_RETRY_S
+
+    def _tick(self, now: float) -> float:
         if not self.lock.hold():
             self._heap_stale = True
             self._maybe_reload()
@@ -114,7 +153,10 @@ class PlanScheduler(Scheduler):
 
     def close(self) -> None:
         self.discovery.stop()
-        self.lock.release()
+        try:
+            self.lock.release()
+        except REDIS_UNREACHABLE:
+            pass  # the lock expires on its own
         super().close()
 
     # ---------------------------------------------------------------- the plan
@@ -168,6 +210,14 @@ class PlanScheduler(Scheduler):
         self._discovery_seen = version
         planned = make_plan(config, discovered)
         self._specs = planned.specs
+        self._heap_stale = True
+        self._unpublished = (planned, errors)  # until Redis has it: tick retries if Redis fails
+        self._publish()
+
+    def _publish(self) -> None:
+        """Write the plan's status records, dropped targets and beat state to Redis."""
+        assert self._unpublished is not None
+        planned, errors = self._unpublished
         status.register_specs(self.redis, self._specs)
         with self.redis.pipeline() as pipe:
             pipe.delete(keys.DROPPED)
@@ -177,7 +227,7 @@ class PlanScheduler(Scheduler):
             pipe.hset(keys.BEAT_STATE, mapping={"config_version": self.source.version, "specs": len(self._specs),
                                                 "discovery_errors": json.dumps(errors)})
             pipe.execute()
-        self._heap_stale = True
+        self._unpublished = None
         log.info("planned %d scrape specs from %s (%d targets dropped by relabeling)", len(self._specs),
                  self.source.path, sum(len(d) for d in planned.dropped.values()))
 
@@ -189,8 +239,8 @@ class PlanScheduler(Scheduler):
             self.discovery.stop()
             self.discovery = DiscoveryRunner(config)
             self.discovery.start()
+            self._apply(config)  # first: were Redis to fail below, the new config must still be in force
             self.redis.hset(keys.BEAT_STATE, "reload_error", "")
-            self._apply(config)
         elif self.discovery.version != self._discovery_seen:
             self._apply(config)
         if self.source.last_error and self.source.last_error != self._reported_error:
