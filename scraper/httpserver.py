@@ -52,7 +52,7 @@ class ScraperHTTPServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         # A scraper that gives up on a long CPU profile resets its connection: routine, not a traceback.
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            log.debug("client %s went away", client_address)
+            logger.debug("client %s went away", client_address)
             return
         super().handle_error(request, client_address)
 

@@ -12,7 +12,6 @@ import os
 import socket
 import time
 
-import redis
 
 from . import delivery, metrics, status
 from .client import TargetClient

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,6 @@ def write_sd(path: Path, addresses: list[str]) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps([{"targets": addresses, "labels": {"team": "core"}}]))
     tmp.replace(path)  # atomic, as a config-management tool would write it
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
 
 
 def test_beat_scrapes_targets_as_they_appear_in_discovery_and_stops_those_that_vanish(

@@ -48,14 +48,6 @@ def target() -> Iterator[PprofTarget]:
         yield t
 
 
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
 def test_profiles_of_every_enabled_type_reach_the_file_store_with_their_labels(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
     store = tmp_path / "profiles"

@@ -275,3 +275,18 @@ def test_the_index_links_every_page_and_unknown_paths_are_404(serve):
     for path in ("/targets", "/metrics", "/-/healthy", "/-/ready", "/debug/pprof/"):
         assert f'href="{path}"' in index
     assert missing == 404
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_client_that_resets_mid_request_is_not_reported_as_a_server_error(serve, capfd) -> None:
+    import socket
+    import struct
+
+    port = serve()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /debug/pprof/goroutine HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    # the server still answers the next client, and said nothing about the reset
+    status, _, _ = get(port, "/-/healthy")
+    assert status == 200
+    assert "Traceback" not in capfd.readouterr().err
