@@ -1,0 +1,511 @@
+"""validate_profile accepts what pprof accepts, and says what a rejected body looks like instead."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scraper._proto import profile_pb2
+from scraper.errors import BodyTooLarge, InvalidProfile
+from scraper.pprof import ProfileInfo, _consistent, _first_rule_broken, _Profile, as_gzip, validate_profile
+
+DATA = Path(__file__).parent.parent / "data"
+URL = "http://app:6060/debug/pprof/heap"
+MiB = 1 << 20
+
+
+def _manifest() -> dict[str, dict[str, str]]:
+    """MANIFEST.tsv's ``summary`` column as key=value pairs, per file."""
+    lines = (DATA / "MANIFEST.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    rows = {}
+    for line in lines[1:]:
+        row = dict(zip(header, line.split("\t")))
+        rows[row["file"]] = dict(p.split("=", 1) for p in row["summary"].split() if "=" in p)
+    return rows
+
+
+MANIFEST = _manifest()
+GO_FILES = sorted(f for f in MANIFEST if f.startswith("go/"))
+BAD_FILES = sorted(f for f in MANIFEST if f.startswith("bad/"))
+
+
+def read(name: str) -> bytes:
+    return (DATA / name).read_bytes()
+
+
+def raw(name: str) -> bytes:
+    return gzip.decompress(read(name))
+
+
+def rejection(body: bytes, **kwargs) -> str:
+    with pytest.raises(InvalidProfile) as caught:
+        validate_profile(body, url=URL, **kwargs)
+    assert caught.value.url == URL
+    assert caught.value.kind == "invalid_pprof"
+    return str(caught.value)
+
+
+def assert_quotes_at_most_80_bytes(message: str, body: bytes) -> None:
+    for start in range(max(len(body) - 80, 0)):
+        assert body[start : start + 81].decode("latin-1") not in message
+
+
+# --- the real Go profiles ---------------------------------------------------------------------------
+
+
+def test_the_corpus_matches_the_manifest() -> None:
+    assert len(GO_FILES) == 33 and len(BAD_FILES) == 13
+    assert {p.name for p in (DATA / "go").iterdir()} == {f.removeprefix("go/") for f in GO_FILES}
+    assert {p.name for p in (DATA / "bad").iterdir()} == {f.removeprefix("bad/") for f in BAD_FILES}
+
+
+@pytest.mark.parametrize("name", GO_FILES)
+def test_every_go_profile_validates_with_the_manifests_sample_types_and_count(name: str) -> None:
+    expected = MANIFEST[name]
+    info = validate_profile(read(name), url=URL)
+
+    assert isinstance(info, ProfileInfo)
+    assert ",".join(f"{t}/{u}" for t, u in info.sample_types) == expected["types"]
+    assert info.sample_count == int(expected["samples"])
+    assert info.gzipped is True
+    assert info.decompressed_size == len(raw(name))
+    period_type = "{}/{}".format(*info.period_type) if info.period_type else "/"
+    assert f"{period_type}:{info.period}" == expected["period"]
+    assert (f"{info.duration_nanos / 1e9:.3f}s" if info.duration_nanos else "-") == expected["dur"]
+
+
+@pytest.mark.parametrize("name", GO_FILES)
+def test_every_go_profile_validates_uncompressed_too(name: str) -> None:
+    body = raw(name)
+    info = validate_profile(body)
+    assert info.gzipped is False
+    assert info.decompressed_size == len(body)
+    assert info.sample_count == int(MANIFEST[name]["samples"])
+
+
+def test_delta_profiles_with_negative_values_are_valid() -> None:
+    profile = _Profile.FromString(raw("go/allocs_delta_1.pb.gz"))
+    assert any(v < 0 for s in profile.sample for v in s.value)
+    assert validate_profile(read("go/allocs_delta_1.pb.gz")).sample_count == 7
+
+
+@pytest.mark.parametrize("name", GO_FILES)
+def test_valid_go_profiles_are_accepted_by_the_bulk_check_without_the_slow_scan(name: str) -> None:
+    # Speed, not correctness: the entry-by-entry scan only runs after the bulk check says no.
+    body = raw(name)
+    assert _consistent(_Profile.FromString(body), body)
+
+
+def test_info_carries_time_and_period_of_a_cpu_profile() -> None:
+    info = validate_profile(read("go/cpu_1.pb.gz"))
+    assert info.sample_types == [("samples", "count"), ("cpu", "nanoseconds")]
+    assert info.period_type == ("cpu", "nanoseconds")
+    assert info.period == 10_000_000
+    assert info.duration_nanos == 2_117_261_631
+    assert info.time_nanos > 1_600_000_000 * 10**9
+
+
+def test_fgprof_profile_without_period_type_has_none() -> None:
+    info = validate_profile(read("go/fgprof_1.pb.gz"))
+    assert info.period_type is None
+    assert info.period == 0
+
+
+# --- bodies that are not profiles --------------------------------------------------------------------
+
+GOROUTINE_DEBUG1 = b"goroutine profile: total 35\n12 @ 0x43a1f6 0x44c5ae 0x44c585\n#\t0x44c584\tsync.runtime_notifyListWait+0x124\n"
+HEAP_DEBUG1 = b"heap profile: 11461: 5477345 [571355: 283482985] @ heap/1048576\n1: 8192 [1: 8192] @ 0x40e3a5\n"
+MUTEX_DEBUG1 = b"--- mutex:\ncycles/second=2400000000\nsampling period=5\n"
+GOROUTINE_DEBUG2 = b"goroutine 1 [running]:\nmain.main()\n\t/src/main.go:12 +0x1d\n"
+
+
+def _gzipped(data: bytes) -> bytes:
+    return gzip.compress(data, mtime=0)
+
+
+BAD_BODIES: list[tuple[str, Callable[[], bytes], str]] = [
+    ("empty_body", lambda: read("bad/empty_body.pb.gz"), "empty body"),
+    ("html_error_page", lambda: read("bad/html_error_page.html"), "HTML page, not a pprof profile (title '502 Bad Gateway')"),
+    ("json_error", lambda: read("bad/json_error.json"), 'JSON, not a pprof profile: \'{"error":"unauthorized"'),
+    (
+        "go_cpu_profiling_in_use",
+        lambda: read("bad/text_cpu_profiling_in_use.txt"),
+        "plain text, not a pprof profile: 'Could not enable CPU profiling: cpu profiling already in use'",
+    ),
+    ("truncated_gzip_half", lambda: read("bad/truncated_gzip_half.pb.gz"), "truncated gzip"),
+    ("truncated_gzip_header_only", lambda: read("bad/truncated_gzip_header_only.pb.gz"), "truncated gzip"),
+    ("gzip_bad_crc", lambda: read("bad/gzip_bad_crc.pb.gz"), "gzip with a bad CRC"),
+    ("gzip_of_garbage", lambda: read("bad/gzip_of_garbage.pb.gz"), "gzip-compressed binary data, not a pprof profile"),
+    ("gzip_of_empty", lambda: read("bad/gzip_of_empty.pb.gz"), "gzip of an empty body"),
+    ("double_gzip", lambda: read("bad/double_gzip.pb.gz"), "gzipped twice"),
+    (
+        "protobuf_not_a_profile",
+        lambda: read("bad/not_a_profile_protobuf.pb.gz"),
+        "field 1 (sample_type) at byte 0 is varint, expected length-delimited",
+    ),
+    (
+        "protobuf_not_a_profile_uncompressed",
+        lambda: read("bad/not_a_profile_protobuf_uncompressed.pb"),
+        "binary data, not a pprof profile (field 1 (sample_type)",
+    ),
+    (
+        "protobuf_without_string_table",
+        lambda: read("bad/protobuf_unknown_field_only.pb.gz"),
+        "protobuf, but not a pprof profile: it has no string table",
+    ),
+    ("illegal_wire_type", lambda: b"\x0f\x01\x02\x03", "illegal wire type 7 at byte 0"),
+    ("protobuf_truncated", lambda: raw("go/heap_1.pb.gz")[:-7], "runs past the end of the data (truncated?)"),
+    ("text_format_goroutine_debug1", lambda: GOROUTINE_DEBUG1, "pprof's text format (debug=1); scrape without ?debug"),
+    ("text_format_heap_debug1", lambda: HEAP_DEBUG1, "pprof's text format (debug=1); scrape without ?debug"),
+    ("text_format_mutex_debug1", lambda: MUTEX_DEBUG1, "pprof's text format (debug=1); scrape without ?debug"),
+    ("goroutine_dump_debug2", lambda: GOROUTINE_DEBUG2, "goroutine dump (debug=2)"),
+    ("gzipped_text_format", lambda: _gzipped(HEAP_DEBUG1), "gzip-compressed text, not a pprof profile: this is pprof's text"),
+    ("gzipped_html", lambda: _gzipped(read("bad/html_error_page.html")), "gzip-compressed HTML page"),
+    ("html_without_title", lambda: b"<html><body><h1>Forbidden</h1></body></html>", "HTML page, not a pprof profile (starts '<html>"),
+    ("zstd", lambda: b"\x28\xb5\x2f\xfd" + bytes(20), "zstd-compressed data"),
+    ("deflate", lambda: zlib.compress(raw("go/heap_1.pb.gz")), "deflate-compressed data"),
+    ("trailing_garbage_after_gzip", lambda: read("go/heap_1.pb.gz") + b"garbage", "7 bytes of trailing data after 1 gzip member"),
+    ("zero_padding_after_gzip", lambda: read("go/heap_1.pb.gz") + bytes(512), "512 bytes of trailing data"),
+    (
+        "two_profiles_concatenated",
+        lambda: _gzipped(raw("go/heap_1.pb.gz") + raw("go/heap_2.pb.gz")),
+        "two profiles concatenated into one body",
+    ),
+    (
+        "two_gzipped_profiles_concatenated",
+        lambda: read("go/cpu_1.pb.gz") + read("go/cpu_2.pb.gz"),
+        "two profiles concatenated into one body",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_body", "phrase"), [row[1:] for row in BAD_BODIES], ids=[row[0] for row in BAD_BODIES])
+def test_bad_body_is_rejected_saying_what_it_looks_like(make_body: Callable[[], bytes], phrase: str) -> None:
+    body = make_body()
+    message = rejection(body)
+    assert phrase in message
+    assert message.endswith(f"({URL})")
+    assert_quotes_at_most_80_bytes(message, body)
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_every_bad_file_is_rejected_as_invalid(name: str) -> None:
+    rejection(read(name))
+
+
+def test_html_error_page_is_rejected_as_html() -> None:
+    assert "HTML page" in rejection(read("bad/html_error_page.html"))
+
+
+def test_long_text_is_quoted_only_up_to_72_bytes() -> None:
+    body = b"x" * 10_000
+    message = rejection(body)
+    assert "'" + "x" * 72 + "…'" in message
+    assert "x" * 73 not in message
+
+
+def test_a_long_html_title_is_cut_short() -> None:
+    body = b"<!doctype html><title>" + b"t" * 500 + b"</title>"
+    message = rejection(body)
+    assert "t" * 72 + "…" in message
+    assert "t" * 73 not in message
+
+
+def test_binary_garbage_quotes_only_its_first_bytes() -> None:
+    body = bytes(range(8, 256)) * 4
+    message = rejection(body)
+    assert "binary data, not a pprof profile" in message
+    assert_quotes_at_most_80_bytes(message, body)
+
+
+def test_a_profile_split_over_several_gzip_members_is_valid_like_gos_multistream_reader() -> None:
+    data = raw("go/heap_3.pb.gz")
+    body = b"".join(_gzipped(data[i : i + 1000]) for i in range(0, len(data), 1000))
+    info = validate_profile(body)
+    assert info.sample_count == 56
+    assert info.decompressed_size == len(data)
+
+
+# --- size limits and gzip bombs ----------------------------------------------------------------------
+
+
+def gzip_of_zeros(mib: int) -> bytes:
+    """``mib`` MiB of zeros as one gzip member, without ever holding them or compressing each MiB.
+
+    A full flush ends a deflate block on a byte boundary with nothing referring back, so one compressed
+    MiB of zeros can be repeated: about 1 KiB per MiB, 1 MiB for a 1 GiB bomb.
+    """
+    zeros = bytes(MiB)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    one_mib = deflate.compress(zeros) + deflate.flush(zlib.Z_FULL_FLUSH)
+    last_block = deflate.flush()
+    crc = 0
+    for _ in range(mib):
+        crc = zlib.crc32(zeros, crc)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return header + one_mib * mib + last_block + struct.pack("<II", crc, (mib * MiB) & 0xFFFFFFFF)
+
+
+def test_the_bomb_builder_makes_real_gzip() -> None:
+    assert gzip.decompress(gzip_of_zeros(3)) == bytes(3 * MiB)
+
+
+@pytest.fixture(scope="module")
+def gigabyte_bomb() -> bytes:
+    bomb = gzip_of_zeros(1024)
+    assert len(bomb) < 2 * MiB
+    return bomb
+
+
+@pytest.mark.parametrize("limit", [MiB, 64 * MiB], ids=["1MiB", "64MiB-default"])
+def test_a_gzip_bomb_is_cut_off_at_the_limit_with_little_memory(gigabyte_bomb: bytes, limit: int) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyTooLarge) as caught:
+            validate_profile(gigabyte_bomb, url=URL, size_limit=limit)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "body_size_limit" in str(caught.value) and caught.value.kind == "too_large"
+    # What was decompressed before the cut-off plus its buffer's growth slack (an eighth), then the
+    # last 1 MiB chunk twice (zlib builds it, then hands it over) and the compressed input left.
+    assert peak < limit * 1.2 + 2 * MiB + len(gigabyte_bomb)
+    assert peak < 1024 * MiB / 10
+
+
+def test_the_size_limit_is_on_the_decompressed_profile_inclusive() -> None:
+    body = read("go/heap_1.pb.gz")
+    size = len(raw("go/heap_1.pb.gz"))
+    assert validate_profile(body, size_limit=size).decompressed_size == size
+    with pytest.raises(BodyTooLarge):
+        validate_profile(body, size_limit=size - 1)
+
+
+def test_an_uncompressed_body_over_the_limit_is_too_large() -> None:
+    body = raw("go/heap_1.pb.gz")
+    assert validate_profile(body, size_limit=len(body)).gzipped is False
+    with pytest.raises(BodyTooLarge):
+        validate_profile(body, size_limit=len(body) - 1)
+
+
+def test_a_profile_larger_than_one_decompression_chunk_validates() -> None:
+    profile = minimal_profile()
+    profile.string_table.append("c" * (3 * MiB))
+    profile.comment.append(len(profile.string_table) - 1)
+    info = validate_profile(_gzipped(profile.SerializeToString()))
+    assert info.decompressed_size > 3 * MiB
+
+
+# --- pprof's validity rules, one hand-built profile each ---------------------------------------------
+
+
+def minimal_profile() -> profile_pb2.Profile:
+    """A small valid profile: one sample of one frame, with a label, and every string field used."""
+    p = profile_pb2.Profile()
+    p.string_table.extend(["", "samples", "count", "main.main", "main.go", "/bin/app", "build", "worker", "w1"])
+    p.sample_type.add(type=1, unit=2)
+    p.period_type.type, p.period_type.unit, p.period = 1, 2, 1
+    p.mapping.add(id=1, filename=5, build_id=6)
+    p.function.add(id=1, name=3, system_name=3, filename=4)
+    p.location.add(id=1, mapping_id=1).line.add(function_id=1, line=7)
+    p.sample.add(location_id=[1], value=[5]).label.add(key=7, str=8)
+    p.time_nanos = 1_700_000_000_000_000_000
+    return p
+
+
+def test_the_minimal_profile_is_valid() -> None:
+    info = validate_profile(minimal_profile().SerializeToString())
+    assert info.sample_types == [("samples", "count")]
+    assert info.sample_count == 1
+
+
+def _string_index_rows() -> list[tuple[str, Callable[[profile_pb2.Profile, int], None], str]]:
+    def setter(path: str) -> Callable[[profile_pb2.Profile, int], None]:
+        def set_index(p: profile_pb2.Profile, i: int) -> None:
+            *parents, leaf = path.split(".")
+            target = p
+            for part in parents:
+                target = target[0] if part == "0" else getattr(target, part)
+            setattr(target, leaf, i)
+
+        return set_index
+
+    def add_comment(p: profile_pb2.Profile, i: int) -> None:
+        p.comment.append(i)
+
+    fields = {
+        "sample_type.0.type": "sample_type[0].type",
+        "sample_type.0.unit": "sample_type[0].unit",
+        "sample.0.label.0.key": "sample 0 label key",
+        "sample.0.label.0.str": "sample 0 label str",
+        "sample.0.label.0.num_unit": "sample 0 label num_unit",
+        "mapping.0.filename": "mapping 1 filename",
+        "mapping.0.build_id": "mapping 1 build_id",
+        "function.0.name": "function 1 name",
+        "function.0.system_name": "function 1 system_name",
+        "function.0.filename": "function 1 filename",
+        "drop_frames": "drop_frames",
+        "keep_frames": "keep_frames",
+        "default_sample_type": "default_sample_type",
+        "doc_url": "doc_url",
+        "period_type.type": "period_type.type",
+        "period_type.unit": "period_type.unit",
+    }
+    rows = [(path, setter(path), where) for path, where in fields.items()]
+    rows.append(("comment", add_comment, "comment[0]"))
+    return rows
+
+
+@pytest.mark.parametrize("bad_index", [9, 1000, -1], ids=["just-past-the-end", "far-past-the-end", "negative"])
+@pytest.mark.parametrize(("set_index", "where"), [r[1:] for r in _string_index_rows()], ids=[r[0] for r in _string_index_rows()])
+def test_a_string_index_outside_the_string_table_is_malformed(
+    set_index: Callable[[profile_pb2.Profile, int], None], where: str, bad_index: int
+) -> None:
+    p = minimal_profile()
+    set_index(p, bad_index)
+    message = rejection(p.SerializeToString())
+    assert f"malformed pprof profile: {where} is string index {bad_index}, outside the 9-entry string table" in message
+
+
+def _mutation(change: Callable[[profile_pb2.Profile], object]) -> Callable[[], bytes]:
+    def build() -> bytes:
+        p = minimal_profile()
+        change(p)
+        return p.SerializeToString()
+
+    return build
+
+
+MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
+    ("no_string_table", _mutation(lambda p: p.ClearField("string_table")), "it has no string table"),
+    ("first_string_not_empty", _mutation(lambda p: p.string_table.__setitem__(0, "x")), "string_table[0] must be the empty string"),
+    ("samples_without_sample_type", _mutation(lambda p: p.ClearField("sample_type")), "1 samples but no sample_type"),
+    ("too_few_values", _mutation(lambda p: p.sample[0].ClearField("value")), "sample 0 has 0 values but there are 1 sample types"),
+    ("too_many_values", _mutation(lambda p: p.sample[0].value.append(6)), "sample 0 has 2 values but there are 1 sample types"),
+    ("unknown_sample_location", _mutation(lambda p: p.sample[0].location_id.append(99)), "sample 0 refers to location 99"),
+    ("sample_location_zero", _mutation(lambda p: p.sample[0].location_id.append(0)), "sample 0 refers to location 0"),
+    ("mapping_id_zero", _mutation(lambda p: p.mapping.add(id=0)), "a mapping has id 0, which is reserved"),
+    ("duplicate_mapping_id", _mutation(lambda p: p.mapping.add(id=1)), "two mappings have id 1"),
+    ("function_id_zero", _mutation(lambda p: p.function.add(id=0, name=3)), "a function has id 0, which is reserved"),
+    ("duplicate_function_id", _mutation(lambda p: p.function.add(id=1)), "two functions have id 1"),
+    ("location_id_zero", _mutation(lambda p: p.location.add(id=0)), "a location has id 0, which is reserved"),
+    ("duplicate_location_id", _mutation(lambda p: p.location.add(id=1)), "two locations have id 1"),
+    ("location_with_unknown_mapping", _mutation(lambda p: setattr(p.location[0], "mapping_id", 7)), "location 1 refers to mapping 7"),
+    (
+        "line_with_unknown_function",
+        _mutation(lambda p: p.location[0].line.add(function_id=42)),
+        "location 1 has a line in function 42, which does not exist",
+    ),
+    (
+        "line_without_function",
+        _mutation(lambda p: p.location[0].line.add(line=3)),
+        "location 1 has a line in function 0, which does not exist",
+    ),
+    (
+        "concatenated_profiles",
+        lambda: minimal_profile().SerializeToString() * 2,
+        "time_nanos appears twice: two profiles concatenated into one body",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make_body", "phrase"), [r[1:] for r in MALFORMED], ids=[r[0] for r in MALFORMED])
+def test_a_profile_breaking_a_pprof_rule_is_rejected_naming_the_rule(make_body: Callable[[], bytes], phrase: str) -> None:
+    assert phrase in rejection(make_body())
+    assert phrase in rejection(_gzipped(make_body()))
+
+
+VALID_ODDITIES: list[tuple[str, Callable[[], bytes]]] = [
+    ("string_table_only", lambda: profile_pb2.Profile(string_table=[""]).SerializeToString()),
+    ("no_samples_but_sample_types", _mutation(lambda p: p.ClearField("sample"))),
+    ("negative_values", _mutation(lambda p: p.sample[0].value.__setitem__(0, -12345))),
+    ("location_without_mapping", _mutation(lambda p: setattr(p.location[0], "mapping_id", 0))),
+    ("sample_without_locations", _mutation(lambda p: p.sample[0].ClearField("location_id"))),
+    ("sparse_large_ids", _mutation(lambda p: p.location.add(id=2**63 + 5).line.add(function_id=1))),
+    ("unknown_fields", lambda: minimal_profile().SerializeToString() + b"\xa0\x06\x01"),
+    ("numeric_label", _mutation(lambda p: p.sample[0].label.add(key=7, num=-3, num_unit=2))),
+    ("non_utf8_label_value", lambda: minimal_profile().SerializeToString().replace(b"w1", b"\xff\xfe")),
+]
+
+
+@pytest.mark.parametrize("make_body", [r[1] for r in VALID_ODDITIES], ids=[r[0] for r in VALID_ODDITIES])
+def test_unusual_but_valid_profiles_are_accepted(make_body: Callable[[], bytes]) -> None:
+    validate_profile(make_body())
+    validate_profile(_gzipped(make_body()))
+
+
+def test_sample_types_with_invalid_utf8_are_reported_with_replacement_characters() -> None:
+    body = minimal_profile().SerializeToString().replace(b"samples", b"sampl\xff\xfe")
+    assert validate_profile(body).sample_types == [("sampl\ufffd\ufffd", "count")]
+
+
+# --- as_gzip -----------------------------------------------------------------------------------------
+
+
+def test_as_gzip_returns_a_gzip_body_unchanged() -> None:
+    body = read("go/heap_1.pb.gz")
+    assert as_gzip(body) is body
+
+
+def test_as_gzip_compresses_a_raw_profile_reproducibly() -> None:
+    body = raw("go/cpu_2.pb.gz")
+    stored = as_gzip(body)
+    assert stored[:2] == b"\x1f\x8b"
+    assert gzip.decompress(stored) == body
+    assert as_gzip(body) == stored
+    assert validate_profile(stored).gzipped is True
+
+
+# --- never anything but InvalidProfile / BodyTooLarge ------------------------------------------------
+
+CORPUS = [read(name) for name in GO_FILES]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, gzip_it: bool) -> bytes:
+    data = bytearray(raw(draw(st.sampled_from(GO_FILES))) if not gzip_it else draw(st.sampled_from(CORPUS)))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "truncate", "insert", "delete"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "truncate":
+            del data[at:]
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=12))
+        elif kind == "delete":
+            del data[at : at + draw(st.integers(1, 12))]
+    return bytes(data)
+
+
+def _only_expected_errors(body: bytes) -> ProfileInfo | None:
+    try:
+        return validate_profile(body, size_limit=4 * MiB)
+    except (InvalidProfile, BodyTooLarge):
+        return None
+
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(mutated(gzip_it=True))
+def test_a_mutated_gzip_body_only_ever_raises_scrape_errors(body: bytes) -> None:
+    _only_expected_errors(body)
+
+
+@FUZZ
+@given(mutated(gzip_it=False))
+def test_a_mutated_protobuf_only_ever_raises_scrape_errors_and_what_passes_keeps_every_rule(body: bytes) -> None:
+    if _only_expected_errors(body) is not None:
+        assert _first_rule_broken(_Profile.FromString(body)) is None
+    _only_expected_errors(_gzipped(body))
