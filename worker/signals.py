@@ -1,11 +1,16 @@
-"""Worker life-cycle hooks: count expired scrapes, serve /metrics and friends when asked to."""
+"""Worker life-cycle hooks: count expired scrapes, give a dead worker's unacknowledged pushes back,
+and serve /metrics and friends when asked to."""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from typing import Any
 
+import redis
 from celery.signals import task_revoked, worker_init, worker_ready
+from kombu.exceptions import OperationalError
 
 from scraper.errors import ConfigError
 from scraper.settings import Settings
@@ -34,6 +39,37 @@ def count_expired_scrape(sender: Any = None, request: Any = None, expired: bool 
 
         job = request.args[0] if request.args else "unknown"
         runtime().scrape_dropped(job)
+
+
+def restore_period(visibility_timeout: float) -> float:
+    """Seconds between sweeps for unacknowledged messages: a dead worker's pushes come back between
+    one visibility timeout and one and a half after it died (at most 30 s late for long timeouts)."""
+    return max(1.0, min(visibility_timeout / 2, 30.0))
+
+
+@worker_ready.connect
+def restore_unacked_messages(sender: Any = None, **_: Any) -> None:
+    """Put messages that a dead worker took and never acknowledged back in their queue.
+
+    kombu's Redis transport does this sweep itself only from an event loop: under gevent the
+    consumer's blocking loop never reaches it (its 1 s BRPOP always answers before the 2 s poll
+    times out), so a push in flight in a killed worker was never redone. The sweep holds kombu's
+    own mutex, so workers doing it at once do not restore a message twice.
+    """
+    app = sender.app
+    period = restore_period(Settings().visibility_timeout)
+
+    def sweep() -> None:
+        while True:
+            time.sleep(period)
+            try:
+                with app.connection_for_write() as connection:
+                    channel = connection.default_channel
+                    channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=1)
+            except (OperationalError, redis.RedisError, OSError) as exc:  # the consumer reports outages
+                log.debug("sweep for unacknowledged messages failed: %s", exc)
+
+    threading.Thread(target=sweep, name="restore-unacked", daemon=True).start()
 
 
 @worker_ready.connect
