@@ -36,5 +36,8 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     #: bytes the dead-letter list may hold; past it the oldest dead letters are dropped (counted, logged)
     max_deadletter_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    #: seconds a worker may receive no task while its queues hold messages before /-/ready says
+    #: it stopped consuming (as Celery workers sometimes do after a broker reconnect)
+    ready_idle_s: float = Field(default=60.0, gt=0)
     #: trace Python allocations so /debug/pprof/heap and /debug/pprof/allocs can answer
     tracemalloc: bool = False

@@ -1,5 +1,6 @@
 """Worker life-cycle hooks: count expired scrapes, give a dead worker's unacknowledged pushes back,
-and serve /metrics and friends when asked to."""
+serve /metrics and friends when asked to, and say not ready when the worker has stopped taking
+work that is waiting for it."""
 
 from __future__ import annotations
 
@@ -9,13 +10,50 @@ import time
 from typing import Any
 
 import redis
-from celery.signals import task_revoked, worker_init, worker_ready
+from celery.signals import task_received, task_revoked, worker_init, worker_ready
 from kombu.exceptions import OperationalError
 
 from scraper.errors import ConfigError
 from scraper.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class ConsumptionWatch:
+    """When this worker last received a task, and the queues it was started to consume.
+
+    Celery workers are known to sometimes stop consuming after a broker reconnect while looking
+    alive (celery#8030, #8091, #10205, #10302). Idle with empty queues is fine; idle while its
+    queues hold messages is that failure (or a consumer cancelled by hand), and makes /-/ready fail.
+    """
+
+    def __init__(self, idle_limit_s: float) -> None:
+        self.idle_limit_s = idle_limit_s
+        self.queues: tuple[str, ...] = ()
+        self.received_at = time.monotonic()
+
+    def received(self) -> None:
+        self.received_at = time.monotonic()
+
+    def ready(self, client: redis.Redis) -> tuple[bool, str]:
+        """(ready, reason) for /-/ready."""
+        idle = time.monotonic() - self.received_at
+        if idle < self.idle_limit_s:
+            return True, "consuming"
+        try:
+            waiting = {queue: int(client.llen(queue)) for queue in self.queues}
+        except redis.RedisError as exc:
+            return False, f"Redis does not answer: {exc}"
+        backlog = ", ".join(f"{queue} holds {count}" for queue, count in waiting.items() if count)
+        if not backlog:
+            return True, "idle: its queues are empty"
+        return False, (f"received no task for {idle:.0f}s (SCRAPER_READY_IDLE_S is {self.idle_limit_s:g}) while "
+                       f"its queues hold work ({backlog}); it may have stopped consuming after a broker "
+                       "reconnect: restart it")
+
+
+#: this process's watch, made when the worker is ready
+watch: ConsumptionWatch | None = None
 
 
 @worker_init.connect
@@ -72,9 +110,17 @@ def restore_unacked_messages(sender: Any = None, **_: Any) -> None:
     threading.Thread(target=sweep, name="restore-unacked", daemon=True).start()
 
 
+@task_received.connect
+def note_task_received(**_: Any) -> None:
+    """Every message taken from the broker shows the consumer is alive."""
+    if watch is not None:
+        watch.received()
+
+
 @worker_ready.connect
 def serve_http(sender: Any = None, **_: Any) -> None:
     """Serve /metrics, /targets, /-/healthy, /-/ready and self-profiles when SCRAPER_HTTP_PORT is set."""
+    global watch
     settings = Settings()
     if settings.http_port is None:
         return
@@ -82,5 +128,9 @@ def serve_http(sender: Any = None, **_: Any) -> None:
 
     from .tasks import runtime
 
-    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis)
+    consumption = watch = ConsumptionWatch(settings.ready_idle_s)
+    # The queues given at start: a consumer cancelled later still counts as one that should consume.
+    consumption.queues = tuple(sender.app.amqp.queues.consume_from)
+    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis,
+                                ready=lambda: consumption.ready(runtime().redis))
     log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on port %d", port)
