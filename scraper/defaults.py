@@ -7,6 +7,10 @@ from pathlib import Path
 
 import yaml
 
+#: Frames tracemalloc keeps per allocation when SCRAPER_TRACEMALLOC is on: enough to name the
+#: caller, few enough to keep its overhead bearable (see docs/self-profiling.md).
+TRACEMALLOC_FRAMES = 8
+
 #: The commented example config that ``pprof-scraper init`` writes.
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 
@@ -15,27 +19,29 @@ DEFAULT_RUN_HTTP_PORT = 6060
 
 
 def builtin_config_yaml(targets: list[tuple[str, int]], tracemalloc: bool) -> str:
-    """A config scraping each ``(component, port)`` on 127.0.0.1 every 15 s into ./profiles."""
-    profiling = {
-        "profile.process_cpu": {"enabled": True},
-        "profile.goroutine": {"enabled": True},
-        "profile.memory": {"enabled": tracemalloc, "path": "/debug/pprof/heap"},
-        "profile.block": {"enabled": False},
-        "profile.mutex": {"enabled": False},
+    """A config scraping each ``(component, port)`` on 127.0.0.1 every 15 s into ./profiles
+    (and its heap every minute when tracemalloc traces: a heap profile then takes seconds)."""
+    addresses = [{"__address__": f"127.0.0.1:{port}", "component": component, "service_name": "pprof-scraper"}
+                 for component, port in targets]
+    off = {"enabled": False}
+    jobs: dict[str, object] = {
+        "self": {
+            "targets": addresses,
+            "forward_to": ["files"],
+            "scrape_interval": "15s",
+            "profiling_config": {"profile.memory": off, "profile.block": off, "profile.mutex": off},
+        }
     }
-    config = {
-        "scrape": {
-            "self": {
-                "targets": [
-                    {"__address__": f"127.0.0.1:{port}", "component": component, "service_name": "pprof-scraper"}
-                    for component, port in targets
-                ],
-                "forward_to": ["files"],
-                "scrape_interval": "15s",
-                "profiling_config": profiling,
-            }
-        },
-        "write": {"files": {"type": "file", "path": "./profiles"}},
-    }
+    if tracemalloc:
+        jobs["self-heap"] = {
+            "targets": addresses,
+            "forward_to": ["files"],
+            "scrape_interval": "60s",
+            "scrape_timeout": "50s",
+            "profiling_config": {"profile.memory": {"enabled": True, "path": "/debug/pprof/heap"},
+                                 "profile.block": off, "profile.mutex": off, "profile.goroutine": off,
+                                 "profile.process_cpu": off},
+        }
+    config = {"scrape": jobs, "write": {"files": {"type": "file", "path": "./profiles"}}}
     header = "# Built-in config of `pprof-scraper run`: it scrapes its own processes. Give your own with --config.\n"
     return header + yaml.safe_dump(config, sort_keys=False)
