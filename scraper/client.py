@@ -22,11 +22,11 @@ import ssl
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, quote_plus, urljoin, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote_plus, unquote_plus, urljoin, urlsplit, urlunsplit
 
 import requests
 import socks
@@ -278,16 +278,24 @@ def _warn_if_open(path: Path, mode: int, where: str) -> None:
         log.warning("%s %s is readable by group or others (mode %03o); chmod 600 it", where, path, mode & 0o777)
 
 
-def _secret(value: SecretStr | None, path: Path | None, where: str, *, required: bool = True) -> str:
-    """An inline secret or the content of its ``*_file``; ``where`` names the field in errors."""
+def _secret(value: SecretStr | None, path: Path | None, where: str) -> str:
+    """An inline secret or the content of its ``*_file`` (empty when neither is set); ``where`` names the field."""
     if value is not None:
-        return _check_header_safe(value.get_secret_value(), where, None)
+        return value.get_secret_value()
     if path is None:
         return ""
     text = _read_secret_file(path, f"{where}_file")
-    if required and not text:
+    if not text:
         raise SecretFileError(f"{where}_file {path} is empty")
-    return _check_header_safe(text, f"{where}_file {path}", path)
+    return text
+
+
+def _header_secret(value: SecretStr | None, path: Path | None, where: str) -> str:
+    """Like :func:`_secret`, for a secret that goes into a header as it is (not encoded first)."""
+    secret = _secret(value, path, where)
+    if value is None:
+        return _check_header_safe(secret, f"{where}_file {path}", path)
+    return _check_header_safe(secret, where, None)
 
 
 # --------------------------------------------------------------------------- TLS and transport
@@ -448,8 +456,34 @@ def _set_read_timeout(raw: urllib3.HTTPResponse, seconds: float) -> None:
         sock.settimeout(seconds)
 
 
-def _first_line(body: bytes) -> str:
-    lines = body.decode("utf-8", "replace").strip().splitlines()
+#: Credentials shorter than this are not cut out of messages: replacing every "1" would garble them.
+_MIN_HIDDEN_LENGTH = 4
+
+
+def _credential_parts(authorization: str | None) -> list[str]:
+    """What of an Authorization header a server could echo: the header, its credentials and, for
+    Basic, the decoded ``user:password`` and the password."""
+    if not authorization:
+        return []
+    scheme, _, credentials = authorization.partition(" ")
+    parts = [authorization, credentials]
+    if scheme.lower() == "basic":
+        try:
+            user_password = base64.b64decode(credentials, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            user_password = ""
+        parts += [user_password, user_password.partition(":")[2], unquote_plus(user_password.partition(":")[2])]
+    return parts
+
+
+def _first_line(body: bytes, hide: Iterable[str] = ()) -> str:
+    """The body's first line for an error message, with ``hide`` cut out: a server may echo the
+    credentials it was sent, and messages end up in status records, logs and Flower."""
+    text = body.decode("utf-8", "replace")
+    for secret in sorted(hide, key=len, reverse=True):
+        if len(secret) >= _MIN_HIDDEN_LENGTH:
+            text = text.replace(secret, "<secret>")
+    lines = text.strip().splitlines()
     line = "".join(ch if ch.isprintable() else "?" for ch in (lines[0].strip() if lines else ""))
     return line if len(line) <= 200 else line[:199] + "…"
 
@@ -527,7 +561,8 @@ class _OAuth2Tokens:
             response.close()
         if not 200 <= response.status_code < 300:
             raise HTTPStatusError(
-                f"{prefix}HTTP {response.status_code} {response.reason}: {_first_line(body)}; "
+                f"{prefix}HTTP {response.status_code} {response.reason}: "
+                f"{_first_line(body, _credential_parts(headers['Authorization']))}; "
                 "check oauth2.client_id, client_secret, scopes and endpoint_params",
                 deadline.url, status=response.status_code,
             )
@@ -575,14 +610,14 @@ class _Credentials:
     def header(self, deadline: _Deadline) -> str | None:
         config = self._config
         if config.bearer_token is not None or config.bearer_token_file is not None:
-            return "Bearer " + _secret(config.bearer_token, config.bearer_token_file, "bearer_token")
+            return "Bearer " + _header_secret(config.bearer_token, config.bearer_token_file, "bearer_token")
         if config.basic_auth is not None:
             basic = config.basic_auth
-            password = _secret(basic.password, basic.password_file, "basic_auth.password", required=False)
+            password = _secret(basic.password, basic.password_file, "basic_auth.password")
             return "Basic " + base64.b64encode(f"{basic.username}:{password}".encode()).decode()
         if config.authorization is not None:
             auth = config.authorization
-            return f"{auth.type} " + _secret(auth.credentials, auth.credentials_file, "authorization.credentials")
+            return f"{auth.type} " + _header_secret(auth.credentials, auth.credentials_file, "authorization.credentials")
         if self.oauth2 is not None:
             return self.oauth2.header(deadline)
         return None
@@ -641,7 +676,7 @@ class TargetClient:
                 if status != 200:
                     if status == 401 and authorization and self._credentials.oauth2 is not None:
                         self._credentials.oauth2.forget(authorization)
-                    raise self._status_error(response, hops, deadline)
+                    raise self._status_error(response, hops, deadline, authorization)
                 body = self._read_body(response, deadline, body_size_limit)
                 response.raw.release_conn()  # read to the end: the connection can serve the next scrape
             finally:
@@ -675,12 +710,13 @@ class TargetClient:
             raise TooManyRedirects(f"stopped after {MAX_REDIRECTS} redirects, the last to {location}", hops[0])
         return location
 
-    def _status_error(self, response: requests.Response, hops: list[str], deadline: _Deadline) -> HTTPStatusError:
+    def _status_error(self, response: requests.Response, hops: list[str], deadline: _Deadline,
+                      authorization: str | None) -> HTTPStatusError:
         try:
             peek, _ = _read(response, deadline, _ERROR_BODY_PEEK)
         except ScrapeError:
             peek = b""  # the status alone says what went wrong
-        line = _first_line(peek)
+        line = _first_line(peek, _credential_parts(authorization))
         where = f" from {hops[-1]} (redirected)" if len(hops) > 1 else ""
         message = f"HTTP {response.status_code} {response.reason}{where}" + (f": {line}" if line else "")
         return HTTPStatusError(message, hops[0], status=response.status_code)
