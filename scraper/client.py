@@ -159,6 +159,7 @@ def _describe_tls(causes: list[BaseException], url: str) -> str:
                 "the certificate covers, or scrape the target by that name")
     verify = _first(causes, ssl.SSLCertVerificationError)
     if isinstance(verify, ssl.SSLCertVerificationError):
+        # OpenSSL's X509_V_ERR_*: 10 CERT_HAS_EXPIRED, 9 CERT_NOT_YET_VALID, 18-21 self-signed or unknown issuer.
         if verify.verify_code == 10:
             return "certificate expired; the target must renew it"
         if verify.verify_code == 9:
@@ -400,7 +401,6 @@ class _Transport:
         self._tls = _TLSFiles(tls, where)
         self._adapter = _Adapter(pool_size, tls.server_name)
         self.session = requests.Session()
-        self.session.trust_env = False  # the config alone decides proxies and credentials, as in Alloy
         self.session.mount("http://", self._adapter)
         self.session.mount("https://", self._adapter)
         self._proxies = {"http": proxy_url, "https": proxy_url} if proxy_url else {}
@@ -413,7 +413,8 @@ class _Transport:
             # Built only when needed: loading the system's CAs takes a noticeable fraction of a second.
             self._adapter.use_context(self._tls.context())
         left = deadline.remaining(stage)
-        # Not Session.send: it reads a redirect's whole body regardless of our deadline, and keeps cookies.
+        # Not Session.send: it reads a redirect's whole body regardless of our deadline, keeps cookies and
+        # consults the environment's proxies; here the config alone decides, as in Alloy.
         adapter = self.session.get_adapter(request.url or "")
         return adapter.send(request, stream=True, timeout=(left, left), proxies=self._proxies)
 
