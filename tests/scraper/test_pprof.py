@@ -93,7 +93,7 @@ def test_every_go_profile_validates_uncompressed_too(name: str) -> None:
 
 
 def test_delta_profiles_with_negative_values_are_valid() -> None:
-    profile = _Profile.FromString(raw("go/allocs_delta_1.pb.gz"))
+    profile = profile_pb2.Profile.FromString(raw("go/allocs_delta_1.pb.gz"))
     assert any(v < 0 for s in profile.sample for v in s.value)
     assert validate_profile(read("go/allocs_delta_1.pb.gz")).sample_count == 7
 
