@@ -20,7 +20,7 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 from kombu import Queue
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.uuid import uuid
 
 from scraper import keys, status
@@ -46,8 +46,9 @@ MIN_SLEEP_S = 0.1
 REDIS_RETRY_S = 1.0
 #: While Redis stays unreachable, one log line per this many seconds, not one per attempt.
 REDIS_LOG_EVERY_S = 30.0
-#: What an unreachable, restarting or still-loading Redis raises, through redis-py or kombu.
-REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, ConnectionError)
+#: What an unreachable, restarting or still-loading Redis raises, through redis-py or kombu (a
+#: publish batch cut short raises BatchPublishError).
+REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, BatchPublishError, ConnectionError)
 
 
 class PlanScheduler(Scheduler):
