@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from scraper.broker import broker_url
 from scraper.settings import Settings
@@ -22,7 +22,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         result_serializer="json",
         result_backend=None,
         task_ignore_result=True,
-        task_queues=[Queue("scrape"), Queue("push")],
+        # Each queue its own exchange and routing key: with the defaults both would bind to the
+        # default exchange under the key "scrape", and Redis would copy every message into both.
+        task_queues=[Queue("scrape", Exchange("scrape"), routing_key="scrape"),
+                     Queue("push", Exchange("push"), routing_key="push")],
         task_default_queue="scrape",
         task_routes={"scraper.scrape": {"queue": "scrape"}, "scraper.push": {"queue": "push"}},
         # One message reserved per greenlet slot: a deep prefetch would let scrapes age in
