@@ -39,5 +39,12 @@ class Settings(BaseSettings):
     #: seconds a worker may receive no task while its queues hold messages before /-/ready says
     #: it stopped consuming (as Celery workers sometimes do after a broker reconnect)
     ready_idle_s: float = Field(default=60.0, gt=0)
+    #: PEM private key (RSA) that signs task messages; with the next two, every process signs what
+    #: it sends and accepts only messages signed by a certificate in the store
+    security_key: Path | None = None
+    #: PEM certificate of ``security_key``
+    security_certificate: Path | None = None
+    #: file or directory of the PEM certificates whose signatures are accepted
+    security_cert_store: Path | None = None
     #: trace Python allocations so /debug/pprof/heap and /debug/pprof/allocs can answer
     tracemalloc: bool = False

@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SecurityError
 from celery.signals import after_setup_logger
 from kombu import Exchange, Queue
 
 from scraper.broker import broker_url
+from scraper.errors import ConfigError
 from scraper.settings import Settings
 
 
@@ -46,7 +48,33 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
     )
+    _sign_messages_if_asked(app, settings)
     return app
+    return app
+
+
+def _sign_messages_if_asked(app: Celery, settings: Settings) -> None:
+    """With ``SCRAPER_SECURITY_*`` set, sign every task message and accept only signed ones.
+
+    Unsigned, anyone who can write to Redis can have workers scrape whatever their configs
+    allow, with their credentials, and fill the stores. Celery's ``auth`` serializer signs (it
+    does not encrypt); it needs the ``cryptography`` package and an RSA key.
+    """
+    files = {"SCRAPER_SECURITY_KEY": settings.security_key,
+             "SCRAPER_SECURITY_CERTIFICATE": settings.security_certificate,
+             "SCRAPER_SECURITY_CERT_STORE": settings.security_cert_store}
+    if all(path is None for path in files.values()):
+        return
+    missing = [name for name, path in files.items() if path is None]
+    if missing:
+        raise ConfigError([f"{name} is not set: signing needs {', '.join(files)}" for name in missing], "environment")
+    app.conf.update(task_serializer="auth", accept_content=["auth"], security_key=str(settings.security_key),
+                    security_certificate=str(settings.security_certificate),
+                    security_cert_store=str(settings.security_cert_store), security_digest="sha256")
+    try:
+        app.setup_security()
+    except (OSError, ValueError, SecurityError) as exc:
+        raise ConfigError([f"message signing cannot start: {exc}"], "environment") from None
 
 
 #: Celery's per-message INFO lines ("Task ... received", "... succeeded in"). At hundreds of
