@@ -50,7 +50,6 @@ def create_app(settings: Settings | None = None) -> Celery:
     )
     _sign_messages_if_asked(app, settings)
     return app
-    return app
 
 
 def _sign_messages_if_asked(app: Celery, settings: Settings) -> None:
