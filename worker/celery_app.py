@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.exceptions import SecurityError
+from celery.exceptions import ImproperlyConfigured, SecurityError
 from celery.signals import after_setup_logger
 from kombu import Exchange, Queue
 
@@ -72,6 +72,9 @@ def _sign_messages_if_asked(app: Celery, settings: Settings) -> None:
                     security_cert_store=str(settings.security_cert_store), security_digest="sha256")
     try:
         app.setup_security()
+    except ImproperlyConfigured:  # celery.security says so when cryptography is missing
+        raise ConfigError(["message signing needs the cryptography package: pip install cryptography"],
+                          "environment") from None
     except (OSError, ValueError, SecurityError) as exc:
         raise ConfigError([f"message signing cannot start: {exc}"], "environment") from None
 
