@@ -34,6 +34,11 @@ from .lock import BeatLock
 
 log = logging.getLogger(__name__)
 
+#: The Redis list the scrape queue lives in, and the fewest queued scrapes beat tolerates before
+#: shedding (otherwise half an interval's worth of the plan).
+SCRAPE_QUEUE = "scrape"
+MIN_BACKLOG_LIMIT = 1000
+
 #: Publishes sent to Redis in one pipeline.
 PUBLISH_BATCH = 500
 
@@ -60,6 +65,8 @@ class PlanScheduler(Scheduler):
         self._hup = threading.Event()
         self._heap_stale = True
         self._queue: Queue | None = None
+        self._backlog_limit = MIN_BACKLOG_LIMIT
+        self._shed_logged = 0.0
         self._unpublished: tuple[Plan, dict[str, str]] | None = None
         self._redis_down_since: float | None = None
         self._redis_logged = 0.0
@@ -175,16 +182,28 @@ class PlanScheduler(Scheduler):
         if self._queue is None:
             self._queue = self.app.amqp.queues["scrape"]
             self.producer.maybe_declare(self._queue)
-        # One Redis pipeline per batch instead of a round trip (and a new client) per message:
-        # measured 73% -> see docs/benchmarks.md for a core at 10,000 specs per 15 s.
+        # Workers that are half an interval behind will only find expired scrapes in what beat adds,
+        # and discarding an expired message costs them nearly as much as running it: shed at the source.
+        backlog = self.redis.llen(SCRAPE_QUEUE)
+        shedding = backlog > self._backlog_limit
+        shed = 0
+        # One Redis pipeline per batch instead of a round trip (and a new client) per message
         with self.producer.batch(max_size=PUBLISH_BATCH):
             while heap and heap[0][0] <= now:
                 due, index, spec = heapq.heappop(heap)
-                if now - due < spec.interval_s:
+                if shedding:
+                    shed += 1
+                elif now - due < spec.interval_s:
                     self._send(spec, due)
                 else:
                     log.warning("slot of %s %s %s is over an interval late; skipped", spec.job, spec.url, due)
                 heapq.heappush(heap, (next_slot(spec, max(due, now - spec.interval_s)), index, spec))
+        if shed:
+            status.incr_counter(self.redis, "scrapes_dropped", shed)
+            if time.monotonic() - self._shed_logged >= REDIS_LOG_EVERY_S:
+                self._shed_logged = time.monotonic()
+                log.warning("workers are behind: %d scrape tasks queued (limit %d); dropping due scrapes "
+                            "until they catch up (add workers or lengthen intervals)", backlog, self._backlog_limit)
 
     def _send(self, spec: ScrapeSpec, due: float) -> None:
         # Celery's own message builder and sender, without app.send_task's per-call routing and
@@ -211,6 +230,7 @@ class PlanScheduler(Scheduler):
         self._discovery_seen = version
         planned = make_plan(config, discovered)
         self._specs = planned.specs
+        self._backlog_limit = max(MIN_BACKLOG_LIMIT, len(self._specs) // 2)
         self._heap_stale = True
         self._unpublished = (planned, errors)  # until Redis has it: tick retries if Redis fails
         self._publish()

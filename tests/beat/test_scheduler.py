@@ -1,0 +1,55 @@
+"""Beat's plan scheduler, in process against a real Redis: what it emits, and when it holds back."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from beat.scheduler import MIN_BACKLOG_LIMIT, SCRAPE_QUEUE, PlanScheduler
+from scraper import keys
+from tests.conftest import wait_until
+from worker.celery_app import create_app
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch):
+    targets = ", ".join(f'{{__address__: "10.0.0.{i}:6060"}}' for i in range(10))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"scrape:\n  fleet:\n    targets: [{targets}]\n    forward_to: [files]\n"
+                      f"    scrape_interval: 2s\nwrite:\n  files: {{type: file}}\n")
+    monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
+    monkeypatch.setenv("SCRAPER_CONFIG", str(config))
+    sched = PlanScheduler(app=create_app())
+    yield sched
+    sched.close()
+
+
+def scrape_args(client: redis.Redis) -> list[list]:
+    """The arguments of every queued scrape message (kombu keeps the body base64-encoded JSON)."""
+    return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0] for raw in client.lrange(SCRAPE_QUEUE, 0, -1)]
+
+
+def test_beat_sends_each_spec_once_per_slot_with_public_arguments_only(
+        scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
+    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 50, timeout=5,
+               message="one interval of scrapes")
+    sent = scrape_args(redis_client)
+    slots = [(job, profile_type, labels["__address__"], slot) for job, profile_type, labels, slot in sent]
+    assert len(slots) == len(set(slots))
+    assert len({slot[:3] for slot in slots}) == 50
+
+
+def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(
+        scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
+    redis_client.rpush(SCRAPE_QUEUE, *[b"queued"] * (MIN_BACKLOG_LIMIT + 1))
+    wait_until(lambda: scheduler.tick() is not None and int(redis_client.hget(keys.COUNTERS, "scrapes_dropped") or 0) >= 50,
+               timeout=5, message="an interval of scrapes dropped at the source")
+    assert redis_client.llen(SCRAPE_QUEUE) == MIN_BACKLOG_LIMIT + 1
+
+    redis_client.delete(SCRAPE_QUEUE)  # the workers caught up
+    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 50, timeout=5,
+               message="emission to resume")
