@@ -47,9 +47,15 @@ def _with_db(url: str, db: int) -> str:
     return url.rsplit("/", 1)[0] + f"/{db}"
 
 
-def emitted(client: redis.Redis, count: int | None = None) -> list[list[object]]:
-    """The args of the scrape messages waiting in the queue, oldest first (the ``count`` oldest)."""
-    raw = client.lrange("scrape", -count if count else 0, -1)
+def drain(client: redis.Redis) -> list[list[object]]:
+    """Take every scrape message out of the queue, as a worker would; return their args, oldest first.
+
+    Emptying it as it fills keeps the backlog small, so beat never sheds load for lack of workers.
+    """
+    with client.pipeline(transaction=True) as pipe:
+        pipe.lrange("scrape", 0, -1)
+        pipe.delete("scrape")
+        raw, _ = pipe.execute()
     return [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]
 
 
@@ -64,6 +70,8 @@ class Reloads:
     redis: redis.Redis
     generation: int = 0
     rss_kib: dict[int, int] = field(default_factory=dict)
+    #: (generation written last, generation of an emitted scrape), for every scrape emitted
+    emitted: list[tuple[int, int]] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -96,6 +104,7 @@ def reloads(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             for mark in (10, RELOAD_FOR_S):
                 if elapsed >= mark and mark not in state.rss_kib:
                     state.rss_kib[mark] = memory_kib(state.beat.process.pid)
+            state.emitted += [(state.generation, int(args[2]["generation"])) for args in drain(client)]
             if elapsed >= RELOAD_FOR_S:
                 break
             state.generation += 1
@@ -143,13 +152,14 @@ def test_check_and_plan_of_10000_targets_finish_in_seconds(fleet_config: Path) -
 def test_beat_emits_each_of_10000_targets_once_in_its_first_interval(
         fleet_config: Path, redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> None:
     beat = start_beat(scraper_env(redis_url, fleet_config), tmp_path)
+    scrapes: list[list[object]] = []
     try:
         beat.wait_for_output(f"planned {FLEET} scrape specs", timeout=30)
-        wait_until(lambda: redis_client.llen("scrape") >= FLEET, timeout=FLEET_INTERVAL_S + 10,
-                   message=f"{FLEET} scrapes emitted")
+        wait_until(lambda: scrapes.extend(drain(redis_client)) or len(scrapes) >= FLEET,
+                   timeout=FLEET_INTERVAL_S + 10, interval=0.2, message=f"{FLEET} scrapes emitted")
     finally:
         beat.stop()
-    first_interval = emitted(redis_client, FLEET)
+    first_interval = scrapes[:FLEET]
     assert len({args[2]["__address__"] for args in first_interval}) == FLEET
     slots = [args[3] for args in first_interval]
     assert max(slots) - min(slots) < FLEET_INTERVAL_S, "spread over one interval, each target once"
@@ -167,12 +177,18 @@ def test_a_config_rewritten_every_second_for_a_minute_leaves_beat_correct_and_it
     assert reloads.beat.output().count("reloaded (version") >= 0.8 * reloads.generation
     assert reloads.rss_kib[RELOAD_FOR_S] - reloads.rss_kib[10] < 4 * 1024, reloads.rss_kib
 
-    # From now on the config stays; whatever beat emits must be its last generation.
+    # Every scrape emitted came from a config at most a few seconds old: the one written last, or
+    # one the beat had not yet seen replaced (it looks once a second).
+    assert reloads.emitted
+    assert all(written - 3 <= emitted <= written for written, emitted in reloads.emitted)
+
+    # From now on the config stays; whatever beat emits must be of its last generation.
     last = str(reloads.generation)
     wait_until(lambda: {s.labels["generation"] for s in read_statuses(reloads.redis)} == {last}, timeout=5,
                message="beat to plan the last config")
-    reloads.redis.delete("scrape")
-    wait_until(lambda: reloads.redis.llen("scrape") >= 2 * RELOAD_TARGETS, timeout=3 * RELOAD_INTERVAL_S + 5,
-               message="two intervals of scrapes under the last config")
-    assert {args[2]["generation"] for args in emitted(reloads.redis)} == {last}
-    assert len({args[2]["__address__"] for args in emitted(reloads.redis)}) == RELOAD_TARGETS
+    drain(reloads.redis)
+    scrapes: list[list[object]] = []
+    wait_until(lambda: scrapes.extend(drain(reloads.redis)) or len(scrapes) >= 2 * RELOAD_TARGETS,
+               timeout=3 * RELOAD_INTERVAL_S + 5, message="two intervals of scrapes under the last config")
+    assert {args[2]["generation"] for args in scrapes} == {last}
+    assert len({args[2]["__address__"] for args in scrapes}) == RELOAD_TARGETS
