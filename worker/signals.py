@@ -111,8 +111,10 @@ def restore_unacked_messages(sender: Any = None, **_: Any) -> None:
 
 
 @task_received.connect
-def note_task_received(**_: Any) -> None:
-    """Every message taken from the broker shows the consumer is alive."""
+@task_revoked.connect
+def note_message_taken(**_: Any) -> None:
+    """Every message taken from the broker shows the consumer is alive, one dropped as expired too
+    (Celery sends task_received only for those it will run): catching up on a backlog is consuming."""
     if watch is not None:
         watch.received()
 
