@@ -75,6 +75,10 @@ _TLS_VERSIONS = {
 #: What may not appear in a header value: control characters (a line break would split the request).
 _NOT_IN_HEADER = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 
+# urllib3 warns on every request whose certificate it did not verify; with insecure_skip_verify
+# that is the operator's choice, said once per job when its client is made, not once per scrape.
+warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+
 #: Secret files already warned about for being readable by group or others, so each is named once.
 _warned_open_files: set[Path] = set()
 

@@ -433,6 +433,12 @@ class Config(_Model):
                     f"scrape.{job_key}.http_client_config.tls_config.insecure_skip_verify: "
                     "certificates of this job's targets are not verified"
                 )
+        for name, receiver in self.write.items():
+            if isinstance(receiver, PyroscopeReceiverConfig) and receiver.tls_config.insecure_skip_verify:
+                out.append(
+                    f"write.{name}.tls_config.insecure_skip_verify: the receiver's certificate is not verified, "
+                    "so profiles and credentials could go to whoever answers at its address"
+                )
         return out
 
 
