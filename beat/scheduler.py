@@ -1,9 +1,12 @@
-"""A Celery beat scheduler whose entries are the plan.
+"""A Celery beat scheduler whose entries are the plan, one task per target and slot.
 
 The stock scheduler compares every entry on every tick (O(N) per tick, O(N²) per cycle), which
-cannot serve thousands of targets. This one keeps a heap of (next slot, spec): a tick pops what is
-due, sends it, and pushes its next slot, O(log N) per scrape. Slots are pinned to absolute time
-(``k * interval + offset``), so they survive restarts, reloads and a change of emitting beat.
+cannot serve thousands of targets. This one keeps a heap of (next slot, target): a tick pops what
+is due, sends one task with all of that target's profile types, and pushes its next slot,
+O(log N) per target. Grouping by target makes a worker pay Celery's per-message cost once per
+target and interval instead of once per profile type (docs/benchmarks.md). Slots are pinned to
+absolute time (``k * interval + offset``), so they survive restarts, reloads and a change of
+emitting beat.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ class PlanScheduler(Scheduler):
     """Emits one ``scraper.scrape`` task per spec per interval, at the spec's slot, while holding the beat lock."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._heap: list[tuple[float, int, ScrapeSpec]] = []
+        self._heap: list[tuple[float, int, list[ScrapeSpec]]] = []
         self._specs: list[ScrapeSpec] = []
+        self._groups: list[list[ScrapeSpec]] = []
         self._hup = threading.Event()
         self._heap_stale = True
         self._queue: Queue | None = None
@@ -190,14 +194,15 @@ class PlanScheduler(Scheduler):
         # One Redis pipeline per batch instead of a round trip (and a new client) per message
         with self.producer.batch(max_size=PUBLISH_BATCH):
             while heap and heap[0][0] <= now:
-                due, index, spec = heapq.heappop(heap)
+                due, index, group = heapq.heappop(heap)
+                first = group[0]
                 if shedding:
-                    shed += 1
-                elif now - due < spec.interval_s:
-                    self._send(spec, due)
+                    shed += len(group)
+                elif now - due < first.interval_s:
+                    self._send(group, due)
                 else:
-                    log.warning("slot of %s %s %s is over an interval late; skipped", spec.job, spec.url, due)
-                heapq.heappush(heap, (next_slot(spec, max(due, now - spec.interval_s)), index, spec))
+                    log.warning("slot of %s %s %s is over an interval late; skipped", first.job, first.url, due)
+                heapq.heappush(heap, (next_slot(first, max(due, now - first.interval_s)), index, group))
         if shed:
             status.incr_counter(self.redis, "scrapes_dropped", shed)
             if time.monotonic() - self._shed_logged >= REDIS_LOG_EVERY_S:
@@ -205,22 +210,25 @@ class PlanScheduler(Scheduler):
                 log.warning("workers are behind: %d scrape tasks queued (limit %d); dropping due scrapes "
                             "until they catch up (add workers or lengthen intervals)", backlog, self._backlog_limit)
 
-    def _send(self, spec: ScrapeSpec, due: float) -> None:
+    def _send(self, group: list[ScrapeSpec], due: float) -> None:
+        """Send one task for every profile type of one target at slot ``due``."""
         # Celery's own message builder and sender, without app.send_task's per-call routing and
         # option merging: at 10,000 specs per interval that overhead is most of beat's CPU.
         amqp = self.app.amqp
+        first = group[0]
+        types = [spec.profile_type for spec in group]
         message = amqp.create_task_message(
-            uuid(), "scraper.scrape", (spec.job, spec.profile_type, spec.target_labels, due), {},
+            uuid(), "scraper.scrape", (first.job, types, first.target_labels, due), {},
             # A scrape that cannot start within its interval is dropped rather than run late.
-            expires=datetime.fromtimestamp(due + spec.interval_s, tz=timezone.utc),
-            argsrepr=describe(spec.job, spec.labels.get("instance", ""), spec.profile_type, due),
+            expires=datetime.fromtimestamp(due + first.interval_s, tz=timezone.utc),
+            argsrepr=describe(first.job, first.labels.get("instance", ""), types, due),
             kwargsrepr="{}", ignore_result=True,
         )
         amqp.send_task_message(self.producer, "scraper.scrape", message, queue=self._queue, declare=[])
-        self.emitted += 1
+        self.emitted += len(group)
 
     def _rebuild_heap(self, after: float) -> None:
-        self._heap = [(next_slot(spec, after), i, spec) for i, spec in enumerate(self._specs)]
+        self._heap = [(next_slot(group[0], after), i, group) for i, group in enumerate(self._groups)]
         heapq.heapify(self._heap)
         self._heap_stale = False
 
@@ -230,7 +238,11 @@ class PlanScheduler(Scheduler):
         self._discovery_seen = version
         planned = make_plan(config, discovered)
         self._specs = planned.specs
-        self._backlog_limit = max(MIN_BACKLOG_LIMIT, len(self._specs) // 2)
+        groups: dict[str, list[ScrapeSpec]] = {}
+        for spec in self._specs:
+            groups.setdefault(spec.target_key, []).append(spec)
+        self._groups = list(groups.values())
+        self._backlog_limit = max(MIN_BACKLOG_LIMIT, len(self._groups) // 2)
         self._heap_stale = True
         self._unpublished = (planned, errors)  # until Redis has it: tick retries if Redis fails
         self._publish()

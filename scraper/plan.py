@@ -50,7 +50,8 @@ class ScrapeSpec:
     target_labels: dict[str, str]
     interval_s: float
     timeout_s: float
-    #: position inside the interval, stable across restarts and config reloads
+    #: position inside the interval, shared by every profile type of the target, stable across
+    #: restarts and config reloads
     offset_s: float
     forward_to: tuple[str, ...]
     #: the ``seconds`` query parameter of a delta profile type, else None
@@ -58,6 +59,8 @@ class ScrapeSpec:
     body_size_limit: int = 64 * 1024 * 1024
     #: a stable identity of (job, public labels, profile type)
     key: str = field(default="")
+    #: a stable identity of (job, public labels): the specs of one target share it, and their slot
+    target_key: str = field(default="")
     #: the target's labels as discovered, before relabeling (for `plan --json`)
     discovered_labels: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -82,10 +85,11 @@ class ScrapeSpec:
         }
 
 
-def describe(job: str, instance: str, profile_type: str, scheduled_at: float) -> str:
-    """How a scrape reads in Flower and logs: job, instance, profile type, scheduled time (UTC)."""
+def describe(job: str, instance: str, profile_types: str | list[str], scheduled_at: float) -> str:
+    """How a scrape reads in Flower and logs: job, instance, profile type(s), scheduled time (UTC)."""
     when = datetime.fromtimestamp(scheduled_at, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
-    return f"{job} {instance} {profile_type} @{when}Z"
+    types = profile_types if isinstance(profile_types, str) else ",".join(profile_types)
+    return f"{job} {instance} {types} @{when}Z"
 
 
 def public_labels(labels: dict[str, str]) -> dict[str, str]:
@@ -191,6 +195,9 @@ class _Target:
         self.timeout_s = job.scrape_timeout.total_seconds()
         self.delta_seconds = max(1, int(job.effective_delta_duration.total_seconds()))
         self.label_part = _label_part(self.labels)
+        # One slot for all profile types of a target: beat sends them as one task.
+        self.target_key = _key(job_key, "", self.label_part)
+        self.offset_s = offset_in_interval(self.target_key, self.interval_s)
         self.queries = {delta: self._encode(delta) for delta in (False, True)}
 
     def _encode(self, delta: bool) -> str:
@@ -209,11 +216,12 @@ class _Target:
             target_labels=self.target_labels,
             interval_s=self.interval_s,
             timeout_s=self.timeout_s + (self.delta_seconds if delta else 0),
-            offset_s=offset_in_interval(key, self.interval_s),
+            offset_s=self.offset_s,
             forward_to=tuple(self.job.forward_to),
             delta_seconds=self.delta_seconds if delta else None,
             body_size_limit=int(self.job.body_size_limit),
             key=key,
+            target_key=self.target_key,
             discovered_labels=self.discovered,
         )
 

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 
 from . import delivery, metrics, status
@@ -28,6 +29,8 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 class Runtime:
     """The scrape and push stages of one process, wired to its config, Redis and receivers."""
 
@@ -40,6 +43,8 @@ class Runtime:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._clients: dict[str, tuple[object, TargetClient]] = {}
         self._receivers: dict[str, tuple[object, Receiver]] = {}
+        self.validate_off_hub = OffTheHub(threads=1)
+        self.write_off_hub = OffTheHub(threads=8)
         for warning in self.source.get().warnings():
             log.warning("%s", warning)
 
@@ -74,7 +79,8 @@ class Runtime:
     def scrape(self, job: str, profile_type: str, target_labels: dict[str, str], scheduled_at: float) -> ScrapeResult:
         """Scrape one target's profile type, record its status, and stash a valid body for its receivers."""
         spec: ScrapeSpec = spec_for(self.config, job, target_labels, profile_type)
-        result = scrape_once(spec, self.client_for(job), scheduled_at=scheduled_at, guard_client=self.redis)
+        result = scrape_once(spec, self.client_for(job), scheduled_at=scheduled_at, guard_client=self.redis,
+                             offload=self.validate_off_hub)
         status.record_scrape(self.redis, spec, start=result.start, duration=result.duration,
                              error=result.error, worker=self.worker)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
@@ -106,7 +112,7 @@ class Runtime:
         try:
             target = self.receiver(receiver)
             if isinstance(target, FileStore):
-                _off_the_hub(target.push, profile)
+                self.write_off_hub(target.push, profile)
             else:
                 target.push(profile)
         except PushError as exc:
@@ -139,21 +145,43 @@ class Runtime:
         status.incr_counter(self.redis, "pushes_failed")
 
 
-def _off_the_hub(func: Callable[[Profile], None], profile: Profile) -> None:
-    """Call ``func(profile)`` in gevent's thread pool when this process runs gevent, else here.
+class OffTheHub:
+    """Runs calls that are not cooperative in a small thread pool of its own when this process runs
+    gevent (else in place), so the hub keeps every other greenlet, and its deadlines, moving.
 
-    The file store fsyncs each file and its directory; fsync is not cooperative, so in a greenlet
-    it stops every greenlet of the worker for the disk's latency (~9 ms a profile here: at most
-    107 profiles/s, hub frozen meanwhile). In threads the hub keeps running and the disk takes
-    588 profiles/s (docs/benchmarks.md).
+    The file store fsyncs each file and its directory: in a greenlet that stops the whole worker
+    for the disk's latency (~9 ms a profile here: at most 107 profiles/s); in threads the disk
+    takes 588 profiles/s (docs/benchmarks.md). Validating a large body is CPU-bound: in a thread
+    zlib releases the GIL and the interpreter's switch interval lets the hub run. Each pool is
+    its own, and small, because glibc gives every thread a malloc arena that keeps what it
+    freed: one validation thread retains at most about one body_size_limit, not one per thread.
     """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool: Any = None
+
+    def __call__(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        try:
+            from gevent.monkey import is_module_patched
+        except ImportError:
+            return func(*args, **kwargs)
+        if not is_module_patched("socket"):
+            return func(*args, **kwargs)
+        if self._pool is None:
+            from gevent.threadpool import ThreadPool
+
+            self._pool = ThreadPool(self.threads)
+        # gevent's pool prints the traceback of an exception raised in it before handing it over;
+        # an invalid body is an outcome, not a crash, so it crosses the thread as a value.
+        ok, value = self._pool.apply(_outcome, (func, args, kwargs))
+        if ok:
+            return value
+        raise value
+
+
+def _outcome(func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
     try:
-        from gevent import get_hub
-        from gevent.monkey import is_module_patched
-    except ImportError:
-        func(profile)
-        return
-    if is_module_patched("socket"):
-        get_hub().threadpool.apply(func, (profile,))
-    else:
-        func(profile)
+        return True, func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised by the caller, in its own greenlet
+        return False, exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+import gevent
 from celery import Task
 
 from scraper.errors import PushError
@@ -23,36 +24,60 @@ def runtime() -> Runtime:
     return Runtime(Settings())
 
 
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
 @app.task(name="scraper.scrape", ignore_result=True)
-def scrape(job: str, profile_type: str, target_labels: dict[str, str], scheduled_at: float) -> str:
-    """Scrape one profile type of one target; send one push per receiver when the profile is valid."""
-    result = runtime().scrape(job, profile_type, target_labels, scheduled_at)
-    if not result.ok:
-        log.info("scrape failed: %s %s: %s", job, profile_type, result.error)
-        return f"down ({result.error.kind}): {result.error}"  # type: ignore[union-attr]
-    labels = result.spec.labels
-    for receiver in result.spec.forward_to:
-        push.apply_async(
-            args=(result.push_id, receiver),
-            argsrepr=f"{receiver} {describe(job, labels.get('instance', ''), profile_type, scheduled_at)}",
-        )
-    return f"up: {len(result.body or b'')} bytes in {result.duration:.2f}s"
+def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, str], scheduled_at: float) -> str:
+    """Scrape profile types of one target at one slot, concurrently; then one push per receiver
+    carrying every valid profile of the slot."""
+    rt = runtime()
+    greenlets = [gevent.spawn(rt.scrape, job, t, target_labels, scheduled_at) for t in _as_list(profile_types)]
+    gevent.joinall(greenlets, raise_error=True)
+    results = [g.value for g in greenlets]
+    valid = [r for r in results if r.ok]
+    for r in results:
+        if not r.ok:
+            log.info("scrape failed: %s %s: %s", job, r.spec.profile_type, r.error)
+    if valid:
+        first = valid[0].spec
+        about = describe(job, first.labels.get("instance", ""), [r.spec.profile_type for r in valid], scheduled_at)
+        for receiver in first.forward_to:
+            push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
+    return "; ".join(
+        f"{r.spec.profile_type} up: {len(r.body or b'')} bytes in {r.duration:.2f}s" if r.ok
+        else f"{r.spec.profile_type} down ({r.error.kind}): {r.error}"  # type: ignore[union-attr]
+        for r in results
+    )
 
 
 @app.task(name="scraper.push", bind=True, acks_late=True, ignore_result=True, max_retries=None)
-def push(self: Task, push_id: str, receiver: str) -> str:
-    """Deliver one pending profile to one receiver, retrying with backoff; dead-letter it when retries run out."""
+def push(self: Task, push_ids: str | list[str], receiver: str) -> str:
+    """Deliver pending profiles to one receiver; retry those that failed with backoff, and
+    dead-letter those whose retries ran out or that the receiver refused."""
     rt = runtime()
-    try:
-        delivered = rt.push(push_id, receiver)
-    except PushError as exc:
-        attempt = self.request.retries + 1
-        delay = rt.retry_delay(receiver, attempt, exc)
-        if delay is None:
-            rt.give_up(push_id, receiver, exc, attempt)
-            return f"dead-lettered after {attempt} attempts: {exc}"
-        log.warning("push %s to %s failed (attempt %d), retrying in %.1fs: %s", push_id, receiver, attempt, delay, exc)
-        # A retry is a new message: without its argsrepr Flower would show the raw (push id, receiver).
-        raise self.retry(countdown=delay, exc=exc, argsrepr=self.request.argsrepr,
-                         kwargsrepr=self.request.kwargsrepr) from None
-    return "delivered" if delivered else "nothing to deliver (already delivered, or dead-lettered)"
+    attempt = self.request.retries + 1
+    retry: list[str] = []
+    delays: list[float] = []
+    outcome: list[str] = []
+    last_error: PushError | None = None
+    for push_id in _as_list(push_ids):
+        try:
+            outcome.append("delivered" if rt.push(push_id, receiver) else "nothing to deliver")
+        except PushError as exc:
+            delay = rt.retry_delay(receiver, attempt, exc)
+            if delay is None:
+                rt.give_up(push_id, receiver, exc, attempt)
+                outcome.append(f"dead-lettered after {attempt} attempts: {exc}")
+            else:
+                retry.append(push_id)
+                delays.append(delay)
+                last_error = exc
+    if retry:
+        log.warning("push of %d profiles to %s failed (attempt %d), retrying in %.1fs: %s",
+                    len(retry), receiver, attempt, max(delays), last_error)
+        # A retry is a new message: without its argsrepr Flower would show the raw (push ids, receiver).
+        raise self.retry(args=(retry, receiver), countdown=max(delays), exc=last_error,
+                         argsrepr=self.request.argsrepr, kwargsrepr=self.request.kwargsrepr) from None
+    return "; ".join(outcome)

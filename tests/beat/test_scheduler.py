@@ -33,14 +33,16 @@ def scrape_args(client: redis.Redis) -> list[list]:
     return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0] for raw in client.lrange(SCRAPE_QUEUE, 0, -1)]
 
 
-def test_beat_sends_each_spec_once_per_slot_with_public_arguments_only(
+def test_beat_sends_one_task_per_target_and_slot_with_all_its_profile_types(
         scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
-    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 50, timeout=5,
+    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 10, timeout=5,
                message="one interval of scrapes")
     sent = scrape_args(redis_client)
-    slots = [(job, profile_type, labels["__address__"], slot) for job, profile_type, labels, slot in sent]
+    slots = [(job, labels["__address__"], slot) for job, _, labels, slot in sent]
     assert len(slots) == len(set(slots))
-    assert len({slot[:3] for slot in slots}) == 50
+    assert len({slot[:2] for slot in slots}) == 10
+    assert all(sorted(types) == ["block", "goroutine", "memory", "mutex", "process_cpu"] for _, types, _, _ in sent)
+    assert all(set(labels) == {"__address__"} for _, _, labels, _ in sent)
 
 
 def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(
@@ -51,5 +53,5 @@ def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(
     assert redis_client.llen(SCRAPE_QUEUE) == MIN_BACKLOG_LIMIT + 1
 
     redis_client.delete(SCRAPE_QUEUE)  # the workers caught up
-    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 50, timeout=5,
+    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 10, timeout=5,
                message="emission to resume")

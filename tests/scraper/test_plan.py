@@ -132,12 +132,21 @@ def test_offsets_are_stable_across_plans() -> None:
 
 
 def test_offsets_of_a_fleet_spread_evenly_over_the_interval() -> None:
-    targets = ", ".join(f'{{__address__: "10.0.{i // 250}.{i % 250}:6060"}}' for i in range(2000))
-    specs = plan(parse_config_text(one_job(target=targets)))
+    targets = ", ".join(f'{{__address__: "10.{i // 62500}.{i // 250 % 250}.{i % 250}:6060"}}' for i in range(10_000))
+    only_goroutine = "    profiling_config: {profile.memory: {enabled: false}, profile.block: {enabled: false}, " \
+                     "profile.mutex: {enabled: false}, profile.process_cpu: {enabled: false}}"
+    specs = plan(parse_config_text(one_job(only_goroutine, target=targets)))
     buckets = Counter(int(s.offset_s) for s in specs)  # 15 one-second buckets
     mean = len(specs) / 15
     assert len(buckets) == 15
     assert all(abs(count - mean) < 0.15 * mean for count in buckets.values()), buckets
+
+
+def test_every_profile_type_of_a_target_shares_its_slot() -> None:
+    specs = plan(parse_config_text(one_job(target='{__address__: "a:1"}, {__address__: "b:1"}')))
+    by_target = {(s.target_key, s.offset_s) for s in specs}
+    assert len(by_target) == 2
+    assert len({s.key for s in specs}) == 10
 
 
 def test_next_slot_is_pinned_to_absolute_time() -> None:
