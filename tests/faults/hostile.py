@@ -45,7 +45,6 @@ def gzip_bomb(decompressed: int = 1 << 30, member: int = 64 << 20) -> bytes:
 
 @dataclass(frozen=True)
 class _Request:
-    path: str
     stream: socket.socket
     stopping: threading.Event
 
@@ -134,7 +133,7 @@ class HostileTarget:
         self.requests: Counter[str] = Counter()
         self._armed = threading.Event()
         self.stopping = threading.Event()
-        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler(), bind_and_activate=True)
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.address = f"127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -165,7 +164,7 @@ class HostileTarget:
                 target.requests[path] += 1
                 route = target.routes.get(path, _answer("404 Not Found", b"404 page not found\n", "text/plain"))
                 try:
-                    route(_Request(path, self.connection, target.stopping))
+                    route(_Request(self.connection, target.stopping))
                 except OSError:
                     pass  # the scraper gave up first: what several routes are for
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from scraper import keys
 from scraper.status import TargetHealth
 from tests.conftest import wait_until
 from tests.e2e.processes import scraper_env, start_beat, start_worker
@@ -48,7 +49,8 @@ def test_pushes_in_flight_when_a_worker_is_killed_are_redone_by_another_exactly_
         first = start_worker(env, tmp_path, "worker1")
         beat = start_beat(env, tmp_path)
         try:
-            wait_until(lambda: pyroscope.requests and target._cpu_busy.locked(), timeout=4 * INTERVAL_S,
+            cpu_in_flight = keys.CPU_INFLIGHT.format(target=f"http://{target.address}")
+            wait_until(lambda: pyroscope.requests and redis_client.exists(cpu_in_flight), timeout=4 * INTERVAL_S,
                        message="a push held by Pyroscope while a CPU profile is being taken")
             first.kill()
             killed_at = time.time()
