@@ -168,3 +168,7 @@ def test_enable_http_2_set_explicitly_warns_that_requests_speaks_http_1_1() -> N
         "forward_to: [files]", "forward_to: [files]\n    http_client_config: {enable_http_2: true}"))
     assert any("HTTP/1.1" in w for w in config.warnings())
     assert parse_config_text(MINIMAL).warnings() == []
+
+
+def test_an_empty_config_is_refused_rather_than_taken_for_scrape_nothing() -> None:
+    assert problems_of("# saved half-way by an editor\n") == ["the config is empty; give at least scrape: and write:"]
