@@ -84,7 +84,8 @@ class PlanScheduler(Scheduler):
         if settings.config is None:
             raise SystemExit("SCRAPER_CONFIG is not set: point it at the YAML config file")
         self.redis = connect_redis(broker_url(settings))
-        self.lock = BeatLock(self.redis, settings.beat_lock_ttl)
+        self.shard = settings.beat_shard
+        self.lock = BeatLock(self.redis, settings.beat_lock_ttl, key=keys.sharded(keys.BEAT_LOCK, self.shard))
         self.source = ConfigSource(settings.config)
         self.discovery = DiscoveryRunner(self.source.get())
         self.discovery.start()
@@ -101,6 +102,9 @@ class PlanScheduler(Scheduler):
 
             _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready)
             log.info("serving /metrics, /targets, /-/healthy and /-/ready on port %d", port)
+
+    def _key(self, key: str) -> str:
+        return keys.sharded(key, self.shard)
 
     def ready(self) -> tuple[bool, str]:
         """Not ready while the last config change is refused: the reason says which problems to fix."""
@@ -157,7 +161,7 @@ class PlanScheduler(Scheduler):
             self._rebuild_heap(after=self._resume_point(now))
         self._emit_due(now)
         # Everything due up to now is sent: a reload or a beat taking over resumes from here.
-        self.redis.set(keys.BEAT_EMITTED_UNTIL, repr(now))
+        self.redis.set(self._key(keys.BEAT_EMITTED_UNTIL), repr(now))
         self._maybe_reload()
         if not self._heap:
             return MAX_SLEEP_S
@@ -176,7 +180,7 @@ class PlanScheduler(Scheduler):
     def _resume_point(self, now: float) -> float:
         """Where emission resumes: where the last emitting beat stopped, if that was moments ago
         (a reload, a takeover), else now (a fresh start does not replay old slots)."""
-        emitted_until = float(self.redis.get(keys.BEAT_EMITTED_UNTIL) or 0)
+        emitted_until = float(self.redis.get(self._key(keys.BEAT_EMITTED_UNTIL)) or 0)
         return emitted_until if 0 <= now - emitted_until <= 2 * self.lock.ttl_ms / 1000 else now
 
     def _emit_due(self, now: float) -> None:
@@ -251,13 +255,13 @@ class PlanScheduler(Scheduler):
         """Write the plan's status records, dropped targets and beat state to Redis."""
         assert self._unpublished is not None
         planned, errors = self._unpublished
-        status.register_specs(self.redis, self._specs)
+        status.register_specs(self.redis, self._specs, self.shard)
         with self.redis.pipeline() as pipe:
-            pipe.delete(keys.DROPPED)
+            pipe.delete(self._key(keys.DROPPED))
             dropped = {job: json.dumps([d.as_dict() for d in targets]) for job, targets in planned.dropped.items() if targets}
             if dropped:
-                pipe.hset(keys.DROPPED, mapping=dropped)
-            pipe.hset(keys.BEAT_STATE, mapping={"config_version": self.source.version, "specs": len(self._specs),
+                pipe.hset(self._key(keys.DROPPED), mapping=dropped)
+            pipe.hset(self._key(keys.BEAT_STATE), mapping={"config_version": self.source.version, "specs": len(self._specs),
                                                 "discovery_errors": json.dumps(errors)})
             pipe.execute()
         self._unpublished = None
@@ -273,9 +277,9 @@ class PlanScheduler(Scheduler):
             self.discovery = DiscoveryRunner(config)
             self.discovery.start()
             self._apply(config)  # first: were Redis to fail below, the new config must still be in force
-            self.redis.hset(keys.BEAT_STATE, "reload_error", "")
+            self.redis.hset(self._key(keys.BEAT_STATE), "reload_error", "")
         elif self.discovery.version != self._discovery_seen:
             self._apply(config)
         if self.source.last_error and self.source.last_error != self._reported_error:
-            self.redis.hset(keys.BEAT_STATE, "reload_error", self.source.last_error)
+            self.redis.hset(self._key(keys.BEAT_STATE), "reload_error", self.source.last_error)
         self._reported_error = self.source.last_error

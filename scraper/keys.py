@@ -30,3 +30,10 @@ CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
 COUNTERS = PREFIX + "counters"
 #: hash of target status records, field = spec key
 STATUS = PREFIX + "status"
+#: set of the spec keys a beat shard registered: what it may prune when its plan changes
+STATUS_REGISTERED = PREFIX + "status-registered"
+
+
+def sharded(key: str, shard: str) -> str:
+    """``key`` of one beat shard (``SCRAPER_BEAT_SHARD``); the default, unnamed shard uses ``key`` itself."""
+    return f"{key}:{shard}" if shard else key

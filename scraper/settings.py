@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     #: seconds before Redis hands an unacknowledged push to another worker; must exceed the
     #: longest push attempt plus its backoff wait
     visibility_timeout: int = Field(default=900, ge=1)
+    #: name of this beat's shard: beats of different shards (each with its part of the fleet, e.g.
+    #: by hashmod relabeling) emit side by side on one Redis; beats of one shard stand by for each other
+    beat_shard: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$")
     #: seconds a beat's lock lives without renewal: how soon a standby beat takes over from a dead one
     beat_lock_ttl: float = Field(default=10.0, gt=0)
     #: bytes of validated profiles that may wait for their pushes; past it the oldest are dead-lettered

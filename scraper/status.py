@@ -154,19 +154,26 @@ def record_scrape(
     _RECORD(keys=[keys.STATUS], args=[spec.key, msgpack.packb(record)], client=client)
 
 
-def register_specs(client: redis.Redis, specs: list[ScrapeSpec]) -> None:
-    """Make the stored records match the plan: add ``unknown`` records for new specs, keep the
-    records of known ones, delete those whose spec left the plan."""
+def register_specs(client: redis.Redis, specs: list[ScrapeSpec], shard: str = "") -> None:
+    """Make the stored records match the plan of one beat shard: add ``unknown`` records for new
+    specs, keep the records of known ones, delete those this shard registered that left its plan
+    (other shards' records are theirs to keep)."""
     planned = {spec.key for spec in specs}
+    registered = keys.sharded(keys.STATUS_REGISTERED, shard)
     with client.pipeline(transaction=False) as pipe:
         for spec in specs:
             record = _identity(spec) | {"health": TargetHealth.UNKNOWN.value, "successes": 0, "failures": 0}
             pipe.hsetnx(keys.STATUS, spec.key, msgpack.packb(record))
-        pipe.hkeys(keys.STATUS)
-        stored = pipe.execute()[-1]
-    stale = [key for key in stored if key.decode() not in planned]
-    if stale:
-        client.hdel(keys.STATUS, *stale)
+        pipe.smembers(registered)
+        previous = {key.decode() for key in pipe.execute()[-1]}
+    stale = previous - planned
+    with client.pipeline(transaction=False) as pipe:
+        if stale:
+            pipe.hdel(keys.STATUS, *stale)
+            pipe.srem(registered, *stale)
+        if planned - previous:
+            pipe.sadd(registered, *(planned - previous))
+        pipe.execute()
 
 
 def read_statuses(

@@ -28,7 +28,7 @@ examples:
 
 environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL, SCRAPER_DATA_DIR (default .pprof-scraper),
 SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_VISIBILITY_TIMEOUT,
-SCRAPER_BEAT_LOCK_TTL, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
+SCRAPER_BEAT_LOCK_TTL, SCRAPER_BEAT_SHARD, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
 SCRAPER_READY_IDLE_S, SCRAPER_SECURITY_KEY/_CERTIFICATE/_CERT_STORE, SCRAPER_TRACEMALLOC;
 also read from a .env file. See the README for each.
 """
@@ -109,9 +109,10 @@ def cmd_targets(args: argparse.Namespace) -> int:
 
     client = connect_redis(broker_url(_settings()))
     if args.dropped:
-        dropped = {job.decode(): json.loads(value) for job, value in client.hgetall(keys.DROPPED).items()}
-        rows = [{"job": job, **entry} for job, entries in sorted(dropped.items()) if not args.job or job == args.job
-                for entry in entries]
+        rows = [{"job": job.decode(), **entry}
+                for key in sorted(client.scan_iter(match=keys.DROPPED + "*"))  # every beat shard's
+                for job, value in sorted(client.hgetall(key).items()) if not args.job or job.decode() == args.job
+                for entry in json.loads(value)]
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))
         else:

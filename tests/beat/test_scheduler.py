@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from beat.scheduler import MIN_BACKLOG_LIMIT, SCRAPE_QUEUE, PlanScheduler
-from scraper import keys
+from scraper import keys, status
 from tests.conftest import wait_until
 from worker.celery_app import create_app
 
@@ -55,3 +55,49 @@ def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(
     redis_client.delete(SCRAPE_QUEUE)  # the workers caught up
     wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 10, timeout=5,
                message="emission to resume")
+
+
+def sharded_scheduler(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, shard: int) -> PlanScheduler:
+    """A beat of shard ``shard`` of 2, keeping its half of a 10-target fleet by hashmod relabeling."""
+    targets = ", ".join(f'{{__address__: "10.0.0.{i}:6060"}}' for i in range(10))
+    config = tmp_path / f"shard{shard}.yaml"
+    config.write_text(f"""scrape:
+  fleet:
+    targets: [{targets}]
+    relabel_configs:
+      - {{source_labels: [__address__], modulus: 2, target_label: __tmp_shard, action: hashmod}}
+      - {{source_labels: [__tmp_shard], regex: "{shard}", action: keep}}
+    forward_to: [files]
+    scrape_interval: 2s
+write:
+  files: {{type: file}}
+""")
+    monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
+    monkeypatch.setenv("SCRAPER_CONFIG", str(config))
+    monkeypatch.setenv("SCRAPER_BEAT_SHARD", f"shard{shard}")
+    return PlanScheduler(app=create_app())
+
+
+def test_beats_of_different_shards_split_a_fleet_on_one_redis(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    beats = [sharded_scheduler(tmp_path, redis_url, monkeypatch, shard) for shard in (0, 1)]
+    try:
+        def one_interval_sent() -> bool:
+            for beat in beats:
+                beat.tick()
+            return redis_client.llen(SCRAPE_QUEUE) >= 10
+
+        wait_until(one_interval_sent, timeout=5, message="both shards to emit")
+        addresses = [labels["__address__"] for _, _, labels, _ in scrape_args(redis_client)[:10]]
+        assert sorted(addresses) == sorted(f"10.0.0.{i}:6060" for i in range(10))
+        assert all(beat.lock.held for beat in beats)
+        assert len(redis_client.hkeys(keys.STATUS)) == 50
+
+        # A shard whose plan empties prunes only its own records; the other shard's stay.
+        status.register_specs(redis_client, [], "shard0")
+        remaining = status.read_statuses(redis_client)
+        assert 0 < len(remaining) < 50
+        assert {s.key for s in remaining} == {spec.key for spec in beats[1]._specs}
+    finally:
+        for beat in beats:
+            beat.close()

@@ -97,6 +97,12 @@ def test_run_with_no_config_scrapes_itself_into_profiles(tmp_path: Path) -> None
     try:
         wait_until(lambda: any((tmp_path / "profiles").rglob("*.pb.gz")), timeout=40,
                    message="a self-profile in ./profiles")
+        # Other commands started in the same directory find the run's Redis without flags.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
+        targets = subprocess.run([CLI, "targets", "--json"], cwd=tmp_path, env=env, capture_output=True,
+                                 text=True, timeout=60)
+        assert targets.returncode == 0, targets.stderr
+        assert any(t["health"] == "up" and t["job"] == "self" for t in json.loads(targets.stdout))
     finally:
         interrupt(run)
     log = (tmp_path / "run.log").read_text()
