@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any, TypeVar
 
 import gevent
 from celery import Task
@@ -17,11 +19,21 @@ from .celery_app import app
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     """This process's runtime, built on first use (after Celery has forked and gevent has patched)."""
     return Runtime(Settings())
+
+
+def _outcome(func: Callable[..., T], *args: Any) -> T | Exception:
+    """``func(*args)``, or the exception it raised: gevent would print a dead greenlet's traceback."""
+    try:
+        return func(*args)
+    except Exception as exc:  # noqa: BLE001 - re-raised by the task once the other types are done
+        return exc
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -33,9 +45,14 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
     """Scrape profile types of one target at one slot, concurrently; then one push per receiver
     carrying every valid profile of the slot."""
     rt = runtime()
-    greenlets = [gevent.spawn(rt.scrape, job, t, target_labels, scheduled_at) for t in _as_list(profile_types)]
-    gevent.joinall(greenlets, raise_error=True)
-    results = [g.value for g in greenlets]
+    greenlets = [gevent.spawn(_outcome, rt.scrape, job, t, target_labels, scheduled_at)
+                 for t in _as_list(profile_types)]
+    gevent.joinall(greenlets)
+    # A type that raised (unknown job, Redis gone) must not cost the others their pushes: push
+    # what was stored, then fail the task with the first error.
+    outcomes = [g.value for g in greenlets]
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    results = [o for o in outcomes if not isinstance(o, Exception)]
     valid = [r for r in results if r.ok]
     for r in results:
         if not r.ok:
@@ -45,6 +62,8 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
         about = describe(job, first.labels.get("instance", ""), [r.spec.profile_type for r in valid], scheduled_at)
         for receiver in first.forward_to:
             push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
+    if errors:
+        raise errors[0]
     return "; ".join(
         f"{r.spec.profile_type} up: {len(r.body or b'')} bytes in {r.duration:.2f}s" if r.ok
         else f"{r.spec.profile_type} down ({r.error.kind}): {r.error}"  # type: ignore[union-attr]

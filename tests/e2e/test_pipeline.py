@@ -145,3 +145,19 @@ def test_an_invalid_config_change_is_refused_and_the_last_good_one_keeps_running
     wait_until(lambda: sum(target.served.values()) > count + 4, timeout=2 * INTERVAL_S + 10,
                message="scrapes to go on under the last good config")
     assert redis_client.hget(keys.BEAT_STATE, "reload_error")
+
+
+def test_a_scrape_for_a_job_this_workers_config_does_not_know_fails_saying_so(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    from scraper.settings import Settings
+    from worker.celery_app import create_app
+
+    config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", [target.address])
+    worker = start_worker(scraper_env(redis_url, config), tmp_path)
+    procs.append(worker)
+    app = create_app(Settings(broker_url=redis_url, config=config))
+    app.send_task("scraper.scrape", args=("gone", ["goroutine"], {"__address__": target.address}, 1.0), queue="scrape")
+    worker.wait_for_output("job 'gone' is not in this process's config", timeout=20)
+    assert "keep the config in step across beat and workers" in worker.output()
+    assert worker.process.poll() is None
+    assert not target.served
