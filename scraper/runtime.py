@@ -172,16 +172,18 @@ class OffTheHub:
             from gevent.threadpool import ThreadPool
 
             self._pool = ThreadPool(self.threads)
-        # gevent's pool prints the traceback of an exception raised in it before handing it over;
-        # an invalid body is an outcome, not a crash, so it crosses the thread as a value.
-        ok, value = self._pool.apply(_outcome, (func, args, kwargs))
-        if ok:
-            return value
-        raise value
+        value = self._pool.apply(outcome, (func, *args), kwargs)
+        if isinstance(value, Exception):
+            raise value
+        return value
 
 
-def _outcome(func: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[bool, Any]:
+def outcome(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | Exception:
+    """``func``'s result, or the exception it raised, as a value: for calls run elsewhere (a thread,
+    a greenlet) whose caller re-raises in its own context. gevent prints the traceback of anything
+    that escapes a greenlet or a pool thread, and a failed scrape or an invalid body is an outcome,
+    not a crash."""
     try:
-        return True, func(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised by the caller, in its own greenlet
-        return False, exc
+        return func(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - re-raised by the caller
+        return exc

@@ -3,37 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, TypeVar
 
 import gevent
 from celery import Task
 
 from scraper.errors import PushError
 from scraper.plan import describe
-from scraper.runtime import Runtime
+from scraper.runtime import Runtime, outcome
 from scraper.settings import Settings
 
 from .celery_app import app
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     """This process's runtime, built on first use (after Celery has forked and gevent has patched)."""
     return Runtime(Settings())
-
-
-def _outcome(func: Callable[..., T], *args: Any) -> T | Exception:
-    """``func(*args)``, or the exception it raised: gevent would print a dead greenlet's traceback."""
-    try:
-        return func(*args)
-    except Exception as exc:  # noqa: BLE001 - re-raised by the task once the other types are done
-        return exc
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -45,7 +33,7 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
     """Scrape profile types of one target at one slot, concurrently; then one push per receiver
     carrying every valid profile of the slot."""
     rt = runtime()
-    greenlets = [gevent.spawn(_outcome, rt.scrape, job, t, target_labels, scheduled_at)
+    greenlets = [gevent.spawn(outcome, rt.scrape, job, t, target_labels, scheduled_at)
                  for t in _as_list(profile_types)]
     gevent.joinall(greenlets)
     # A type that raised (unknown job, Redis gone) must not cost the others their pushes: push
@@ -79,16 +67,16 @@ def push(self: Task, push_ids: str | list[str], receiver: str) -> str:
     attempt = self.request.retries + 1
     retry: list[str] = []
     delays: list[float] = []
-    outcome: list[str] = []
+    report: list[str] = []
     last_error: PushError | None = None
     for push_id in _as_list(push_ids):
         try:
-            outcome.append("delivered" if rt.push(push_id, receiver) else "nothing to deliver")
+            report.append("delivered" if rt.push(push_id, receiver) else "nothing to deliver")
         except PushError as exc:
             delay = rt.retry_delay(receiver, attempt, exc)
             if delay is None:
                 rt.give_up(push_id, receiver, exc, attempt)
-                outcome.append(f"dead-lettered after {attempt} attempts: {exc}")
+                report.append(f"dead-lettered after {attempt} attempts: {exc}")
             else:
                 retry.append(push_id)
                 delays.append(delay)
@@ -99,4 +87,4 @@ def push(self: Task, push_ids: str | list[str], receiver: str) -> str:
         # A retry is a new message: without its argsrepr Flower would show the raw (push ids, receiver).
         raise self.retry(args=(retry, receiver), countdown=max(delays), exc=last_error,
                          argsrepr=self.request.argsrepr, kwargsrepr=self.request.kwargsrepr) from None
-    return "; ".join(outcome)
+    return "; ".join(report)
