@@ -3,6 +3,7 @@ so a first run on a fresh machine stores real profiles that ``go tool pprof`` op
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,12 @@ import yaml
 #: Frames tracemalloc keeps per allocation when SCRAPER_TRACEMALLOC is on: enough to name the
 #: caller, few enough to keep its overhead bearable (see docs/self-profiling.md).
 TRACEMALLOC_FRAMES = 8
+
+def trace_allocations(enabled: bool) -> None:
+    """Start tracemalloc when SCRAPER_TRACEMALLOC asks for it, so /debug/pprof/heap can answer."""
+    if enabled and not tracemalloc.is_tracing():
+        tracemalloc.start(TRACEMALLOC_FRAMES)
+
 
 #: The commented example config that ``pprof-scraper init`` writes.
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")

@@ -13,6 +13,7 @@ import redis
 from celery.signals import task_received, task_revoked, worker_init, worker_ready
 from kombu.exceptions import OperationalError
 
+from scraper.defaults import trace_allocations
 from scraper.errors import ConfigError
 from scraper.settings import Settings
 
@@ -62,6 +63,7 @@ def load_config_before_consuming(**_: Any) -> None:
     listed, instead of failing every task; a later bad change is refused and the last good one kept."""
     from .tasks import runtime
 
+    trace_allocations(Settings().tracemalloc)  # before the first allocation worth showing
     try:
         runtime()
     except ConfigError as exc:

@@ -14,13 +14,12 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from scraper import keys, status
 from scraper.config import Config, FileReceiverConfig, load_config
-from scraper.defaults import DEFAULT_RUN_HTTP_PORT, TRACEMALLOC_FRAMES, builtin_config_yaml
+from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
 from scraper.embedded_redis import EmbeddedRedis
 from scraper.broker import connect_redis
 from scraper.settings import Settings
@@ -216,8 +215,7 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    if settings.tracemalloc:
-        tracemalloc.start(TRACEMALLOC_FRAMES)
+    trace_allocations(settings.tracemalloc)
     try:
         config, broker, http_port = supervisor.start()
         from scraper.httpserver import start_http_server

@@ -161,3 +161,20 @@ def test_a_scrape_for_a_job_this_workers_config_does_not_know_fails_saying_so(
     assert "keep the config in step across beat and workers" in worker.output()
     assert worker.process.poll() is None
     assert not target.served
+
+
+def test_a_worker_asked_to_trace_allocations_serves_its_heap_profile(
+        tmp_path: Path, redis_url: str, target: PprofTarget, procs: list[Proc]) -> None:
+    import urllib.request
+
+    from scraper.pprof import validate_profile
+    from tests.conftest import free_port
+
+    port = free_port()
+    config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", [target.address])
+    procs.append(start_worker(scraper_env(redis_url, config, SCRAPER_TRACEMALLOC="1", SCRAPER_HTTP_PORT=str(port)),
+                              tmp_path))
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/debug/pprof/heap", timeout=60) as answer:
+        assert answer.status == 200
+        info = validate_profile(answer.read())
+    assert ("inuse_space", "bytes") in info.sample_types
