@@ -105,11 +105,6 @@ def release(client: redis.Redis, push_id: str, receiver: str) -> None:
     client.eval(_RELEASE, 4, *_keys(push_id), receiver, push_id)
 
 
-def pending_receivers(client: redis.Redis, push_id: str) -> set[str]:
-    """The receivers that have not yet released the profile of ``push_id``."""
-    return {m.decode() for m in client.smembers(keys.BODY_REFS.format(id=push_id))}
-
-
 @dataclass
 class DeadLetter:
     """A push that could not be delivered, kept whole so it can be replayed."""

@@ -24,7 +24,7 @@ def test_a_stashed_profile_comes_back_whole(redis_client: redis.Redis) -> None:
 def test_the_profile_stays_until_every_receiver_released_it(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(), ["files", "pyro"], BIG, BIG)
     delivery.release(redis_client, "id-1", "files")
-    assert delivery.pending_receivers(redis_client, "id-1") == {"pyro"}
+    assert redis_client.smembers(keys.BODY_REFS.format(id="id-1")) == {b"pyro"}
     assert delivery.load(redis_client, "id-1") is not None
     delivery.release(redis_client, "id-1", "pyro")
     assert delivery.load(redis_client, "id-1") is None
