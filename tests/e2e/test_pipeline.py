@@ -42,6 +42,15 @@ def stored(store: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in store.rglob("*.json")]
 
 
+def start_system(tmp_path: Path, redis_url: str, procs: list[Proc], addresses: list[str]) -> Path:
+    """A worker and a beat scraping ``addresses`` into a file store; return the store's path."""
+    store = tmp_path / "profiles"
+    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, addresses))
+    procs.append(start_worker(env, tmp_path))
+    procs.append(start_beat(env, tmp_path))
+    return store
+
+
 @pytest.fixture
 def target() -> Iterator[PprofTarget]:
     with pprof_target() as t:
@@ -50,10 +59,7 @@ def target() -> Iterator[PprofTarget]:
 
 def test_profiles_of_every_enabled_type_reach_the_file_store_with_their_labels(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
-    store = tmp_path / "profiles"
-    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, [target.address]))
-    procs.append(start_worker(env, tmp_path))
-    procs.append(start_beat(env, tmp_path))
+    store = start_system(tmp_path, redis_url, procs, [target.address])
 
     wanted = {"memory", "block", "goroutine", "mutex", "process_cpu"}
     wait_until(lambda: {s["labels"]["__name__"] for s in stored(store)} >= wanted, timeout=2 * INTERVAL_S + 10,
@@ -70,10 +76,7 @@ def test_profiles_of_every_enabled_type_reach_the_file_store_with_their_labels(
 
 def test_stored_profiles_are_the_exact_bytes_the_target_served(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
-    store = tmp_path / "profiles"
-    env = scraper_env(redis_url, write_config(tmp_path / "c.yaml", store, [target.address]))
-    procs.append(start_worker(env, tmp_path))
-    procs.append(start_beat(env, tmp_path))
+    store = start_system(tmp_path, redis_url, procs, [target.address])
     wait_until(lambda: any(s["labels"]["__name__"] == "goroutine" for s in stored(store)), timeout=2 * INTERVAL_S + 10,
                message="a goroutine profile")
     goroutine = next(p for p in store.rglob("*.pb.gz") if "/goroutine/" in str(p))
