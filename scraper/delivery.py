@@ -66,10 +66,25 @@ def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pendi
           deadletter_budget: int) -> None:
     """Keep ``profile`` until every receiver in ``receivers`` has released it; past the pending
     budget, move the oldest pending profiles to the dead-letter list."""
-    total = client.eval(_STASH, 4, *_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
+    with client.pipeline(transaction=False) as pipe:
+        queue_stash(pipe, profile, receivers)
+        (total,) = pipe.execute()
+    keep_within_budget(client, total, profile.id, max_pending_bytes, deadletter_budget)
+
+
+def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[str]) -> None:
+    """Queue on ``pipe`` what :func:`stash` does in Redis, so a scrape's writes share one round trip.
+    Its reply is the pending total, for :func:`keep_within_budget` once the pipeline has run."""
+    pipe.eval(_STASH, 4, *_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
+
+
+def keep_within_budget(client: redis.Redis, total: int, newest_id: str, max_pending_bytes: int,
+                       deadletter_budget: int) -> None:
+    """While the pending total is over ``max_pending_bytes``, move the oldest pending profile (never
+    ``newest_id``, the one just stashed) to the dead-letter list."""
     while int(total) > max_pending_bytes:
         oldest = client.zpopmin(keys.PENDING)
-        if not oldest or oldest[0][0].decode() == profile.id:
+        if not oldest or oldest[0][0].decode() == newest_id:
             break
         total = _evict(client, oldest[0][0].decode(), max_pending_bytes, deadletter_budget)
 
@@ -96,12 +111,18 @@ def _evict(client: redis.Redis, push_id: str, max_pending_bytes: int, deadletter
 
 def load(client: redis.Redis, push_id: str) -> Profile | None:
     """The pending profile of ``push_id``; None when every receiver already took it (or it was evicted)."""
-    blob = client.get(keys.BODY.format(id=push_id))
-    return None if blob is None else Profile(**msgpack.unpackb(blob, raw=False))
+    return load_many(client, [push_id])[0]
+
+
+def load_many(client: redis.Redis, push_ids: list[str]) -> list[Profile | None]:
+    """The pending profiles of ``push_ids``, in their order, in one round trip; None where there is none."""
+    blobs = client.mget([keys.BODY.format(id=push_id) for push_id in push_ids]) if push_ids else []
+    return [None if blob is None else Profile(**msgpack.unpackb(blob, raw=False)) for blob in blobs]
 
 
 def release(client: redis.Redis, push_id: str, receiver: str) -> None:
-    """Say that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent."""
+    """Say that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent.
+    On a pipeline, the release is queued with the rest."""
     client.eval(_RELEASE, 4, *_keys(push_id), receiver, push_id)
 
 

@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import msgpack
 import redis
-from redis.commands.core import Script
 
 from . import keys
 from .plan import ScrapeSpec
@@ -90,9 +89,7 @@ class TargetStatus:
 
 # Keeps the counts and last_success of the stored record and replaces the rest with ARGV[2],
 # all in one atomic round trip; a key beat did not register is left alone. A record that cannot be decoded restarts its counts.
-_RECORD = Script(
-    None,
-    b"""
+_RECORD = """
 local new = cmsgpack.unpack(ARGV[2])
 local successes, failures, last_success = 0, 0, nil
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
@@ -115,8 +112,7 @@ new.successes = successes
 new.failures = failures
 new.last_success = last_success
 redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(new))
-""",
-)
+"""
 
 
 def _identity(spec: ScrapeSpec) -> dict[str, object]:
@@ -141,7 +137,7 @@ def record_scrape(
     """Record how one scrape of ``spec`` went: health, times, error message, worker; count it.
 
     Only ``str(error)`` is kept from the error (messages are secret-free by contract); nothing
-    of the request is stored.
+    of the request is stored. On a pipeline, the write is queued with the rest.
     """
     record = _identity(spec) | {
         "health": (TargetHealth.UP if error is None else TargetHealth.DOWN).value,
@@ -151,7 +147,8 @@ def record_scrape(
     }
     if error is not None:
         record["last_error"] = str(error)
-    _RECORD(keys=[keys.STATUS], args=[spec.key, msgpack.packb(record)], client=client)
+    # EVAL rather than EVALSHA: on a pipeline redis-py would first ask Redis whether the script is loaded.
+    client.eval(_RECORD, 1, keys.STATUS, spec.key, msgpack.packb(record))
 
 
 def register_specs(client: redis.Redis, specs: list[ScrapeSpec], shard: str = "") -> None:
@@ -196,7 +193,8 @@ def select(
 
 
 def incr_counter(client: redis.Redis, name: str, by: int = 1) -> None:
-    """Add ``by`` to the running total ``name`` (e.g. ``scrapes_done``, ``pushes_failed``)."""
+    """Add ``by`` to the running total ``name`` (e.g. ``scrapes_done``, ``pushes_failed``); on a
+    pipeline, the increment is queued with the rest."""
     client.hincrby(keys.COUNTERS, name, by)
 
 

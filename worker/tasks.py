@@ -69,18 +69,18 @@ def push(self: Task, push_ids: str | list[str], receiver: str) -> str:
     delays: list[float] = []
     report: list[str] = []
     last_error: PushError | None = None
-    for push_id in _as_list(push_ids):
-        try:
-            report.append("delivered" if rt.push(push_id, receiver) else "nothing to deliver")
-        except PushError as exc:
-            delay = rt.retry_delay(receiver, attempt, exc)
-            if delay is None:
-                rt.give_up(push_id, receiver, exc, attempt)
-                report.append(f"dead-lettered after {attempt} attempts: {exc}")
-            else:
-                retry.append(push_id)
-                delays.append(delay)
-                last_error = exc
+    for push_id, delivered in rt.push(_as_list(push_ids), receiver).items():
+        if not isinstance(delivered, PushError):
+            report.append("delivered" if delivered else "nothing to deliver")
+            continue
+        delay = rt.retry_delay(receiver, attempt, delivered)
+        if delay is None:
+            rt.give_up(push_id, receiver, delivered, attempt)
+            report.append(f"dead-lettered after {attempt} attempts: {delivered}")
+        else:
+            retry.append(push_id)
+            delays.append(delay)
+            last_error = delivered
     if retry:
         log.warning("push of %d profiles to %s failed (attempt %d), retrying in %.1fs: %s",
                     len(retry), receiver, attempt, max(delays), last_error)

@@ -21,6 +21,12 @@ def test_a_stashed_profile_comes_back_whole(redis_client: redis.Redis) -> None:
     assert delivery.load(redis_client, "id-1") == profile()
 
 
+def test_loading_many_keeps_their_order_and_says_none_where_nothing_is_pending(redis_client: redis.Redis) -> None:
+    delivery.stash(redis_client, profile(1), ["files"], BIG, BIG)
+    delivery.stash(redis_client, profile(3), ["files"], BIG, BIG)
+    assert delivery.load_many(redis_client, ["id-3", "id-2", "id-1"]) == [profile(3), None, profile(1)]
+
+
 def test_the_profile_stays_until_every_receiver_released_it(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(), ["files", "pyro"], BIG, BIG)
     delivery.release(redis_client, "id-1", "files")
