@@ -1,10 +1,12 @@
-"""A Celery beat scheduler whose entries are the plan, one task per target and slot.
+"""A Celery beat scheduler whose entries are the plan: every target's profile types at every slot.
 
 The stock scheduler compares every entry on every tick (O(N) per tick, O(N²) per cycle), which
 cannot serve thousands of targets. This one keeps a heap of (next slot, target): a tick pops what
-is due, sends one task with all of that target's profile types, and pushes its next slot,
-O(log N) per target. Grouping by target makes a worker pay Celery's per-message cost once per
-target and interval instead of once per profile type (docs/benchmarks.md). Slots are pinned to
+is due and pushes each target's next slot, O(log N) per target, then sends one task per job
+carrying the due targets (up to ``SCRAPER_TARGETS_PER_TASK``) with all their profile types.
+Celery costs a worker about as much per message as a scrape costs, so grouping by target, then
+by tick, is what lets two workers keep up with a thousand targets (docs/benchmarks.md). A small
+fleet, whose slots rarely share a tick, still gets one task per target. Slots are pinned to
 absolute time (``k * interval + offset``), so they survive restarts, reloads and a change of
 emitting beat.
 """
@@ -37,10 +39,10 @@ from .lock import BeatLock
 
 log = logging.getLogger(__name__)
 
-#: The Redis list the scrape queue lives in, and the fewest queued scrapes beat tolerates before
-#: shedding (otherwise half an interval's worth of the plan).
+#: The Redis list the scrape queue lives in, and the fewest queued scrape tasks beat tolerates
+#: before shedding (otherwise about half an interval's worth of the plan's tasks).
 SCRAPE_QUEUE = "scrape"
-MIN_BACKLOG_LIMIT = 1000
+MIN_BACKLOG_LIMIT = 100
 
 #: Publishes sent to Redis in one pipeline.
 PUBLISH_BATCH = 500
@@ -69,7 +71,8 @@ class PlanScheduler(Scheduler):
         self._hup = threading.Event()
         self._heap_stale = True
         self._queue: Queue | None = None
-        self._backlog_limit = MIN_BACKLOG_LIMIT
+        self._tasks_sent = 0
+        self._targets_sent = 0
         self._shed_logged = 0.0
         self._unpublished: tuple[Plan, dict[str, str]] | None = None
         self._redis_down_since: float | None = None
@@ -85,6 +88,7 @@ class PlanScheduler(Scheduler):
             raise SystemExit("SCRAPER_CONFIG is not set: point it at the YAML config file")
         self.redis = connect_redis(broker_url(settings))
         self.shard = settings.beat_shard
+        self.targets_per_task = settings.targets_per_task
         self.lock = BeatLock(self.redis, settings.beat_lock_ttl, key=keys.sharded(keys.BEAT_LOCK, self.shard))
         self.source = ConfigSource(settings.config)
         self.discovery = DiscoveryRunner(self.source.get())
@@ -193,43 +197,64 @@ class PlanScheduler(Scheduler):
         # Workers that are half an interval behind will only find expired scrapes in what beat adds,
         # and discarding an expired message costs them nearly as much as running it: shed at the source.
         backlog = self.redis.llen(SCRAPE_QUEUE)
-        shedding = backlog > self._backlog_limit
+        limit = self._backlog_limit()
+        shedding = backlog > limit
         shed = 0
+        due_by_job: dict[tuple[str, tuple[str, ...]], list[tuple[list[ScrapeSpec], float]]] = {}
+        while heap and heap[0][0] <= now:
+            due, index, group = heapq.heappop(heap)
+            first = group[0]
+            if shedding:
+                shed += len(group)
+            elif now - due < first.interval_s:
+                due_by_job.setdefault((first.job, tuple(spec.profile_type for spec in group)), []).append((group, due))
+            else:
+                log.warning("slot of %s %s %s is over an interval late; skipped", first.job, first.url, due)
+            heapq.heappush(heap, (next_slot(first, max(due, now - first.interval_s)), index, group))
         # One Redis pipeline per batch instead of a round trip (and a new client) per message
         with self.producer.batch(max_size=PUBLISH_BATCH):
-            while heap and heap[0][0] <= now:
-                due, index, group = heapq.heappop(heap)
-                first = group[0]
-                if shedding:
-                    shed += len(group)
-                elif now - due < first.interval_s:
-                    self._send(group, due)
-                else:
-                    log.warning("slot of %s %s %s is over an interval late; skipped", first.job, first.url, due)
-                heapq.heappush(heap, (next_slot(first, max(due, now - first.interval_s)), index, group))
+            for due_groups in due_by_job.values():
+                for start in range(0, len(due_groups), self.targets_per_task):
+                    self._send(due_groups[start:start + self.targets_per_task])
         if shed:
             status.incr_counter(self.redis, "scrapes_dropped", shed)
             if time.monotonic() - self._shed_logged >= REDIS_LOG_EVERY_S:
                 self._shed_logged = time.monotonic()
                 log.warning("workers are behind: %d scrape tasks queued (limit %d); dropping due scrapes "
-                            "until they catch up (add workers or lengthen intervals)", backlog, self._backlog_limit)
+                            "until they catch up (add workers or lengthen intervals)", backlog, limit)
 
-    def _send(self, group: list[ScrapeSpec], due: float) -> None:
-        """Send one task for every profile type of one target at slot ``due``."""
+    def _send(self, due_groups: list[tuple[list[ScrapeSpec], float]]) -> None:
+        """Send one task for every profile type of targets of one job, each at its slot."""
         # Celery's own message builder and sender, without app.send_task's per-call routing and
         # option merging: at 10,000 specs per interval that overhead is most of beat's CPU.
         amqp = self.app.amqp
-        first = group[0]
-        types = [spec.profile_type for spec in group]
+        first = due_groups[0][0][0]
+        types = [spec.profile_type for spec in due_groups[0][0]]
+        slots = [due for _, due in due_groups]
+        if len(due_groups) == 1:  # one target: its labels and slot as such, as a reader expects in Flower
+            targets: object = first.target_labels
+            scheduled: object = slots[0]
+        else:
+            targets = [group[0].target_labels for group, _ in due_groups]
+            scheduled = slots
+        instances = [group[0].labels.get("instance", "") for group, _ in due_groups]
         message = amqp.create_task_message(
-            uuid(), "scraper.scrape", (first.job, types, first.target_labels, due), {},
+            uuid(), "scraper.scrape", (first.job, types, targets, scheduled), {},
             # A scrape that cannot start within its interval is dropped rather than run late.
-            expires=datetime.fromtimestamp(due + first.interval_s, tz=timezone.utc),
-            argsrepr=describe(first.job, first.labels.get("instance", ""), types, due),
+            expires=datetime.fromtimestamp(min(slots) + first.interval_s, tz=timezone.utc),
+            argsrepr=describe(first.job, instances, types, min(slots)),
             kwargsrepr="{}", ignore_result=True,
         )
         amqp.send_task_message(self.producer, "scraper.scrape", message, queue=self._queue, declare=[])
-        self.emitted += len(group)
+        self.emitted += sum(len(group) for group, _ in due_groups)
+        self._tasks_sent += 1
+        self._targets_sent += len(due_groups)
+
+    def _backlog_limit(self) -> int:
+        """Queued scrape tasks that hold about half an interval of the plan, given how many targets
+        a task has carried on average so far."""
+        targets_per_task = self._targets_sent / self._tasks_sent if self._tasks_sent else 1.0
+        return max(MIN_BACKLOG_LIMIT, int(len(self._groups) / 2 / targets_per_task))
 
     def _rebuild_heap(self, after: float) -> None:
         self._heap = [(next_slot(group[0], after), i, group) for i, group in enumerate(self._groups)]
@@ -246,7 +271,6 @@ class PlanScheduler(Scheduler):
         for spec in self._specs:
             groups.setdefault(spec.target_key, []).append(spec)
         self._groups = list(groups.values())
-        self._backlog_limit = max(MIN_BACKLOG_LIMIT, len(self._groups) // 2)
         self._heap_stale = True
         self._unpublished = (planned, errors)  # until Redis has it: tick retries if Redis fails
         self._publish()

@@ -286,12 +286,15 @@ class Run:
                before: Snapshot, after: Snapshot, tail: Snapshot, fleet_stats: dict, arrivals: list) -> dict:
         scheduled = sum(slots_in(s, t0, t1) for s in specs)
         lags: list[float] = []
+        # per interval of the window too: a transient (warm-up, a GC pause) reads apart from a steady lag
+        lags_by_interval: dict[int, list[float]] = {}
         for port, path, at in arrivals:
             spec = by_url.get((f"127.0.0.1:{port}", path))
             if spec is not None:
                 slot = slot_of(spec, at)
                 if t0 <= slot < t1:
                     lags.append(at - slot)
+                    lags_by_interval.setdefault(int((slot - t0) // self.args.interval), []).append(at - slot)
         stored, stored_total = self.stored_slots(by_name, t0, t1)
         window = t1 - t0
         cpu: dict[str, float] = {}
@@ -314,6 +317,7 @@ class Run:
             "failed": {k: v for k, v in failed.items() if v},
             "lag_p50_s": _round(percentile(lags, 0.50)), "lag_p99_s": _round(percentile(lags, 0.99)),
             "lag_max_s": _round(max(lags) if lags else None),
+            "lag_p99_s_per_interval": [_round(percentile(lags_by_interval[i], 0.99)) for i in sorted(lags_by_interval)],
             "cpu_ms_per_scrape": per_scrape,
             "cpu_ms_per_scrape_system": round(sum(cpu[k] for k in system_kinds) / max(stored, 1) * 1000, 3),
             "cpu_pct_of_one_core": {k: round(100 * v / window, 1) for k, v in cpu.items()},

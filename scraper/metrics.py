@@ -81,9 +81,9 @@ def observe_scrape(spec: ScrapeSpec, result: ScrapeResult, *, lag_s: float) -> N
     SCHEDULE_LAG.labels(spec.job).observe(max(0.0, lag_s))
 
 
-def observe_dropped(job: str) -> None:
-    """Count one scrape dropped because it expired before it could start."""
-    SCRAPES_DROPPED.labels(job).inc()
+def observe_dropped(job: str, count: int = 1) -> None:
+    """Count ``count`` scrapes dropped because they expired before they could start."""
+    SCRAPES_DROPPED.labels(job).inc(count)
 
 
 def observe_push(receiver: str, result: str, duration: float) -> None:

@@ -85,11 +85,12 @@ class ScrapeSpec:
         }
 
 
-def describe(job: str, instance: str, profile_types: str | list[str], scheduled_at: float) -> str:
-    """How a scrape reads in Flower and logs: job, instance, profile type(s), scheduled time (UTC)."""
+def describe(job: str, instance: str | list[str], profile_types: str | list[str], scheduled_at: float) -> str:
+    """How a scrape reads in Flower and logs: job, instance(s), profile type(s), (first) scheduled time (UTC)."""
     when = datetime.fromtimestamp(scheduled_at, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
     types = profile_types if isinstance(profile_types, str) else ",".join(profile_types)
-    return f"{job} {instance} {types} @{when}Z"
+    instances = instance if isinstance(instance, str) else ",".join(instance)
+    return f"{job} {instances} {types} @{when}Z"
 
 
 def public_labels(labels: dict[str, str]) -> dict[str, str]:

@@ -98,10 +98,10 @@ class Runtime:
                                         self.settings.max_deadletter_bytes)
         return result
 
-    def scrape_dropped(self, job: str) -> None:
-        """Count a scrape that expired before a worker could start it."""
-        metrics.observe_dropped(job)
-        status.incr_counter(self.redis, "scrapes_dropped")
+    def scrape_dropped(self, job: str, count: int = 1) -> None:
+        """Count ``count`` scrapes that expired before a worker could start them."""
+        metrics.observe_dropped(job, count)
+        status.incr_counter(self.redis, "scrapes_dropped", count)
 
     # ---------------------------------------------------------------- push stage
 

@@ -77,8 +77,16 @@ def count_expired_scrape(sender: Any = None, request: Any = None, expired: bool 
     if expired and getattr(sender, "name", None) == "scraper.scrape" and request is not None:
         from .tasks import runtime
 
-        job = request.args[0] if request.args else "unknown"
-        runtime().scrape_dropped(job)
+        args = list(request.args or [])
+        job = args[0] if args else "unknown"
+        # a message names its profile types and its targets each as one or as a list
+        count = _count(args[1] if len(args) > 1 else None) * _count(args[2] if len(args) > 2 else None)
+        runtime().scrape_dropped(job, count=count)
+
+
+def _count(items: object) -> int:
+    """How many profile types or targets a scrape message's argument names: a list, or one."""
+    return len(items) if isinstance(items, list) and items else 1
 
 
 def restore_period(visibility_timeout: float) -> float:

@@ -29,12 +29,17 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 @app.task(name="scraper.scrape", ignore_result=True)
-def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, str], scheduled_at: float) -> str:
-    """Scrape profile types of one target at one slot, concurrently; then one push per receiver
-    carrying every valid profile of the slot."""
+def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, str] | list[dict[str, str]],
+           scheduled_at: float | list[float]) -> str:
+    """Scrape profile types of one target at its slot, or of several targets (a list of labels and a
+    list of their slots), all concurrently; then one push per receiver carrying every valid profile."""
     rt = runtime()
-    greenlets = [gevent.spawn(outcome, rt.scrape, job, t, target_labels, scheduled_at)
-                 for t in _as_list(profile_types)]
+    types = _as_list(profile_types)
+    targets = [target_labels] if isinstance(target_labels, dict) else list(target_labels)
+    slots = [float(scheduled_at)] * len(targets) if isinstance(scheduled_at, (int, float)) else list(scheduled_at)
+    if len(slots) != len(targets):
+        raise ValueError(f"{len(targets)} targets but {len(slots)} scheduled times: the message is malformed")
+    greenlets = [gevent.spawn(outcome, rt.scrape, job, t, labels, at) for labels, at in zip(targets, slots) for t in types]
     gevent.joinall(greenlets)
     # A type that raised (unknown job, Redis gone) must not cost the others their pushes: push
     # what was stored, then fail the task with the first error.
@@ -44,17 +49,18 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
     valid = [r for r in results if r.ok]
     for r in results:
         if not r.ok:
-            log.info("scrape failed: %s %s: %s", job, r.spec.profile_type, r.error)
+            log.info("scrape failed: %s %s %s: %s", job, r.spec.labels.get("instance", ""), r.spec.profile_type, r.error)
     if valid:
-        first = valid[0].spec
-        about = describe(job, first.labels.get("instance", ""), [r.spec.profile_type for r in valid], scheduled_at)
-        for receiver in first.forward_to:
+        instances = list(dict.fromkeys(r.spec.labels.get("instance", "") for r in valid))
+        about = describe(job, instances, list(dict.fromkeys(r.spec.profile_type for r in valid)), min(slots))
+        for receiver in valid[0].spec.forward_to:
             push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
     if errors:
         raise errors[0]
+    prefix = (lambda r: f"{r.spec.labels.get('instance', '')} ") if len(targets) > 1 else (lambda r: "")
     return "; ".join(
-        f"{r.spec.profile_type} up: {len(r.body or b'')} bytes in {r.duration:.2f}s" if r.ok
-        else f"{r.spec.profile_type} down ({r.error.kind}): {r.error}"  # type: ignore[union-attr]
+        f"{prefix(r)}{r.spec.profile_type} up: {len(r.body or b'')} bytes in {r.duration:.2f}s" if r.ok
+        else f"{prefix(r)}{r.spec.profile_type} down ({r.error.kind}): {r.error}"  # type: ignore[union-attr]
         for r in results
     )
 

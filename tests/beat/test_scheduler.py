@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -33,16 +34,57 @@ def scrape_args(client: redis.Redis) -> list[list]:
     return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0] for raw in client.lrange(SCRAPE_QUEUE, 0, -1)]
 
 
-def test_beat_sends_one_task_per_target_and_slot_with_all_its_profile_types(
+def scrapes_sent(client: redis.Redis) -> list[tuple[str, list[str], dict[str, str], float]]:
+    """(job, profile types, target labels, slot) of every target in every queued scrape message."""
+    sent = []
+    for job, types, targets, slots in scrape_args(client):
+        if isinstance(targets, dict):
+            targets, slots = [targets], [slots]
+        sent += [(job, types, labels, slot) for labels, slot in zip(targets, slots, strict=True)]
+    return sent
+
+
+def test_beat_sends_every_target_once_per_slot_with_all_its_profile_types(
         scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
-    wait_until(lambda: scheduler.tick() is not None and redis_client.llen(SCRAPE_QUEUE) >= 10, timeout=5,
+    wait_until(lambda: scheduler.tick() is not None and len(scrapes_sent(redis_client)) >= 10, timeout=5,
                message="one interval of scrapes")
-    sent = scrape_args(redis_client)
+    sent = scrapes_sent(redis_client)
     slots = [(job, labels["__address__"], slot) for job, _, labels, slot in sent]
     assert len(slots) == len(set(slots))
     assert len({slot[:2] for slot in slots}) == 10
     assert all(sorted(types) == ["block", "goroutine", "memory", "mutex", "process_cpu"] for _, types, _, _ in sent)
     assert all(set(labels) == {"__address__"} for _, _, labels, _ in sent)
+
+
+def test_targets_due_in_the_same_tick_share_one_task_up_to_the_limit(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    targets = ", ".join(f'{{__address__: "10.0.1.{i}:6060"}}' for i in range(10))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"scrape:\n  fleet:\n    targets: [{targets}]\n    forward_to: [files]\n"
+                      f"    scrape_interval: 60s\nwrite:\n  files: {{type: file}}\n")
+    monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
+    monkeypatch.setenv("SCRAPER_CONFIG", str(config))
+    monkeypatch.setenv("SCRAPER_TARGETS_PER_TASK", "4")
+    sched = PlanScheduler(app=create_app())
+    try:
+        sched.tick()
+        # a minute later every target of the 60 s interval is due at once
+        sched._emit_due(time.time() + 60)
+    finally:
+        sched.close()
+    sizes = sorted(len(targets) if isinstance(targets, list) else 1 for _, _, targets, _ in scrape_args(redis_client))
+    assert sizes == [2, 4, 4]
+    assert len({labels["__address__"] for _, _, labels, _ in scrapes_sent(redis_client)}) == 10
+
+
+def test_with_one_target_per_task_each_message_names_one_target_and_its_slot(
+        scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
+    scheduler.targets_per_task = 1
+    scheduler.tick()
+    scheduler._emit_due(time.time() + 2)
+    sent = scrape_args(redis_client)
+    assert len(sent) >= 10
+    assert all(isinstance(labels, dict) and isinstance(slot, float) for _, _, labels, slot in sent)
 
 
 def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(

@@ -166,6 +166,31 @@ def test_a_scrape_for_a_job_this_workers_config_does_not_know_fails_saying_so(
     assert not target.served
 
 
+def test_one_task_carrying_several_targets_stores_each_targets_profiles_at_its_own_slot(
+        tmp_path: Path, redis_url: str, procs: list[Proc]) -> None:
+    from scraper.settings import Settings
+    from worker.celery_app import create_app
+
+    with pprof_target() as first, pprof_target() as second:
+        store = tmp_path / "profiles"
+        config = write_config(tmp_path / "c.yaml", store, [first.address, second.address])
+        procs.append(start_worker(scraper_env(redis_url, config), tmp_path))
+        app = create_app(Settings(broker_url=redis_url, config=config))
+        targets = [{"__address__": first.address, "app": "demo0"}, {"__address__": second.address, "app": "demo1"}]
+        app.send_task("scraper.scrape", args=("demo", ["goroutine", "memory"], targets, [100.0, 200.0]),
+                      queue="scrape")
+        wait_until(lambda: len(stored(store)) == 4, timeout=30, message="two profiles of each target stored")
+    from scraper.config import load_config
+    from scraper.plan import spec_for
+    from scraper.scrape import push_id
+
+    # a profile's id derives from its target, type and slot: each target kept its own slot
+    plan = load_config(config)
+    assert {p["id"] for p in stored(store)} == {
+        push_id(spec_for(plan, "demo", labels, name), slot)
+        for labels, slot in zip(targets, [100.0, 200.0]) for name in ("goroutine", "memory")}
+
+
 def test_a_worker_asked_to_trace_allocations_serves_its_heap_profile(
         tmp_path: Path, redis_url: str, target: PprofTarget, procs: list[Proc]) -> None:
     import urllib.request
