@@ -637,6 +637,10 @@ def _same_site(original: str, current: str) -> bool:
 # --------------------------------------------------------------------------- the client
 
 
+#: Prepared requests a client keeps (~1.6 KB each, ~32 MB at most): a job of 4,000 targets × 5 profile types fits.
+_PREPARED_CACHE_SIZE = 20_000
+
+
 class TargetClient:
     """Fetches profiles for one scrape job; build it once per job and share it between greenlets."""
 
@@ -646,6 +650,7 @@ class TargetClient:
         # requests' default pool of 10 discards connections when more greenlets scrape at once.
         self._transport = _Transport(config.tls_config, config.proxy_url, "tls_config", pool_size)
         self._credentials = _Credentials(config, user_agent)
+        self._prepared_requests: dict[tuple[str, str | None], requests.PreparedRequest] = {}
         if config.tls_config.insecure_skip_verify:
             log.warning("tls_config.insecure_skip_verify is set: the certificates of this job's targets are not verified")
 
@@ -693,12 +698,23 @@ class TargetClient:
 
     def _send(self, url: str, authorization: str | None, deadline: _Deadline) -> requests.Response:
         # No Accept-Encoding: the body must arrive as the target made it (Go's pprof is gzip already).
-        headers = {"User-Agent": self._user_agent}
-        if authorization is not None:
-            headers["Authorization"] = authorization
         with _translated(deadline, "waiting for the response", proxy=self._transport.proxy):
-            request = requests.Request("GET", url, headers=headers).prepare()
-            return self._transport.send(request, deadline, "waiting for the response")
+            return self._transport.send(self._prepared(url, authorization), deadline, "waiting for the response")
+
+    def _prepared(self, url: str, authorization: str | None) -> requests.PreparedRequest:
+        """The GET of ``url``, prepared once and copied per scrape: preparing (URL parsing, IDNA, quoting)
+        cost a busy worker more CPU than the rest of the request's setup."""
+        key = (url, authorization)
+        prepared = self._prepared_requests.get(key)
+        if prepared is None:
+            if len(self._prepared_requests) >= _PREPARED_CACHE_SIZE:
+                self._prepared_requests.clear()  # rotated tokens and departed targets do not pile up
+            headers = {"User-Agent": self._user_agent}
+            if authorization is not None:
+                headers["Authorization"] = authorization
+            prepared = requests.Request("GET", url, headers=headers).prepare()
+            self._prepared_requests[key] = prepared
+        return prepared.copy()
 
     def _follow(self, response: requests.Response, hops: list[str]) -> str:
         location = urljoin(hops[-1], response.headers["location"])

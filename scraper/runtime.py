@@ -76,27 +76,42 @@ class Runtime:
 
     # ---------------------------------------------------------------- scrape stage
 
-    def scrape(self, job: str, profile_type: str, target_labels: dict[str, str], scheduled_at: float) -> ScrapeResult:
-        """Scrape one target's profile type, record its status, and stash a valid body for its receivers."""
-        spec: ScrapeSpec = spec_for(self.config, job, target_labels, profile_type)
-        result = scrape_once(spec, self.client_for(job), scheduled_at=scheduled_at, guard_client=self.redis,
+    def specs(self, job: str, target_labels: dict[str, str], profile_types: list[str]) -> list[ScrapeSpec]:
+        """The specs of ``profile_types`` of one target, rebuilt from this process's config (ConfigError
+        when the job or a type is not in it)."""
+        return [spec_for(self.config, job, target_labels, profile_type) for profile_type in profile_types]
+
+    def fetch(self, spec: ScrapeSpec, scheduled_at: float) -> ScrapeResult:
+        """Scrape ``spec`` once for the slot ``scheduled_at``; the outcome is in the result."""
+        result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard_client=self.redis,
                              offload=self.validate_off_hub)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
-        # The status record, the counter and the claim check share one round trip: Redis commands
-        # were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
-        with self.redis.pipeline(transaction=False) as pipe:
-            status.record_scrape(pipe, spec, start=result.start, duration=result.duration,
-                                 error=result.error, worker=self.worker)
-            status.incr_counter(pipe, "scrapes_done" if result.ok else "scrapes_failed")
-            if result.ok:
-                profile = Profile(id=result.push_id, labels=spec.labels, body=result.body or b"",
-                                  start=result.start, end=result.end, url=spec.url)
-                delivery.queue_stash(pipe, profile, list(spec.forward_to))
-            replies = pipe.execute()
-        if result.ok:
-            delivery.keep_within_budget(self.redis, replies[-1], result.push_id, self.settings.max_pending_bytes,
-                                        self.settings.max_deadletter_bytes)
         return result
+
+    def record(self, results: list[ScrapeResult]) -> None:
+        """Record how scrapes went and stash the valid bodies for their receivers, in one round trip."""
+        if not results:
+            return
+        # Redis commands were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
+        with self.redis.pipeline(transaction=False) as pipe:
+            for result in results:
+                status.record_scrape(pipe, result.spec, start=result.start, duration=result.duration,
+                                     error=result.error, worker=self.worker)
+            done = sum(result.ok for result in results)
+            if done:
+                status.incr_counter(pipe, "scrapes_done", done)
+            if done < len(results):
+                status.incr_counter(pipe, "scrapes_failed", len(results) - done)
+            stashed = [result for result in results if result.ok]
+            for result in stashed:
+                profile = Profile(id=result.push_id, labels=result.spec.labels, body=result.body or b"",
+                                  start=result.start, end=result.end, url=result.spec.url)
+                delivery.queue_stash(pipe, profile, list(result.spec.forward_to))
+            replies = pipe.execute()
+        # the stashes went last: their replies are the pending totals
+        for result, total in zip(stashed, replies[len(replies) - len(stashed):]):
+            delivery.keep_within_budget(self.redis, total, result.push_id, self.settings.max_pending_bytes,
+                                        self.settings.max_deadletter_bytes)
 
     def scrape_dropped(self, job: str, count: int = 1) -> None:
         """Count ``count`` scrapes that expired before a worker could start them."""
