@@ -26,6 +26,9 @@ from .pprof import ProfileInfo, validate_profile
 #: Go answers a second concurrent CPU profile with a 500, so only one may be in flight per target.
 CPU_PROFILE_TYPES = frozenset({"process_cpu"})
 
+#: How often a CPU scrape waiting for the target's previous CPU profile to end asks again.
+CPU_GUARD_POLL_S = 0.1
+
 #: Bodies larger than this (as received) are validated off the event loop: a 1 MB profile takes
 #: ~40 ms to check and a gzip bomb longer, while a typical one takes ~130 µs, less than a thread hop.
 OFFLOAD_BYTES = 64 * 1024
@@ -69,8 +72,11 @@ def push_id(spec: ScrapeSpec, scheduled_at: float) -> str:
 
 
 @contextmanager
-def cpu_guard(client: redis.Redis, spec: ScrapeSpec) -> Iterator[None]:
-    """Hold the target's CPU-profile slot for the request; raise ScrapeSkipped when another holds it.
+def cpu_guard(client: redis.Redis, spec: ScrapeSpec, *, wait_until: float,
+              clock: Callable[[], float] = time.time) -> Iterator[None]:
+    """Hold the target's CPU-profile slot for the request. While another scrape holds it (the previous
+    slot's profile, started late), wait for it to end, as a Prometheus scrape loop waits for its
+    previous scrape; raise ScrapeSkipped if it is still held at ``wait_until`` (Unix seconds).
 
     The slot expires after the request's timeout, so a worker that dies cannot block a target for long.
     """
@@ -80,11 +86,16 @@ def cpu_guard(client: redis.Redis, spec: ScrapeSpec) -> Iterator[None]:
     url = urlsplit(spec.url)
     key = keys.CPU_INFLIGHT.format(target=f"{url.scheme}://{url.netloc}")
     token = uuid.uuid4().hex
-    if not client.set(key, token, nx=True, px=int((spec.timeout_s + 1) * 1000)):
-        raise ScrapeSkipped(
-            "a CPU profile of this target is already in flight (Go allows one at a time); skipped this one",
-            spec.url,
-        )
+    # Skipping instead would lose the next profile whenever one started a second late; waiting lets
+    # the lag shrink by interval - seconds (1 s) per slot.
+    while not client.set(key, token, nx=True, px=int((spec.timeout_s + 1) * 1000)):
+        if clock() + CPU_GUARD_POLL_S > wait_until:
+            raise ScrapeSkipped(
+                "the previous CPU profile of this target was still in flight at the end of this slot's "
+                "interval (Go allows one at a time); skipped this one",
+                spec.url,
+            )
+        time.sleep(CPU_GUARD_POLL_S)
     try:
         yield
     finally:
@@ -103,12 +114,16 @@ def scrape_once(
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
     Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
-    ``guard_client`` enables the CPU guard; ``offload(func, *args, **kwargs)`` runs the validation
+    ``guard_client`` enables the CPU guard (a CPU scrape waits for the target's previous one until the
+    end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation
     of a large body elsewhere (a thread).
     """
     start = clock()
     try:
-        with cpu_guard(guard_client, spec) if guard_client is not None else nullcontext():
+        guard = (cpu_guard(guard_client, spec, wait_until=scheduled_at + spec.interval_s, clock=clock)
+                 if guard_client is not None else nullcontext())
+        with guard:
+            start = clock()  # the request starts once the guard is held, after any wait
             fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
         if offload is not None and len(fetched.body) > OFFLOAD_BYTES:
             info = offload(validate_profile, fetched.body, url=spec.url, size_limit=spec.body_size_limit)
