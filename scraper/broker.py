@@ -9,14 +9,28 @@ import redis
 from .settings import Settings
 
 
+#: Connections a process opens to Redis at most; past them a caller waits for one to be free.
+MAX_CONNECTIONS = 256
+#: Seconds a caller waits for a free connection before redis-py raises ConnectionError.
+CONNECTION_WAIT_S = 30
+
+
 def connect_redis(url: str) -> redis.Redis:
-    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``)."""
+    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``).
+
+    Its pool blocks when all its connections are busy: redis-py's default pool raises "Too many
+    connections" past 100, which a worker's greenlets reached when the CPU was saturated.
+    """
     parts = urlsplit(url)
+    options = {"max_connections": MAX_CONNECTIONS, "timeout": CONNECTION_WAIT_S, "health_check_interval": 30}
     if parts.scheme in ("redis+socket", "unix", "socket"):
         query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
-        return redis.Redis(unix_socket_path=unquote(parts.path), db=int(query.get("virtual_host", query.get("db", 0))),
-                           health_check_interval=30)
-    return redis.Redis.from_url(url, health_check_interval=30)
+        pool = redis.BlockingConnectionPool(connection_class=redis.UnixDomainSocketConnection,
+                                            path=unquote(parts.path),
+                                            db=int(query.get("virtual_host", query.get("db", 0))), **options)
+    else:
+        pool = redis.BlockingConnectionPool.from_url(url, **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def broker_url(settings: Settings) -> str:
