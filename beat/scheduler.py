@@ -62,7 +62,8 @@ REDIS_UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError
 
 
 class PlanScheduler(Scheduler):
-    """Emits one ``scraper.scrape`` task per spec per interval, at the spec's slot, while holding the beat lock."""
+    """Emits every spec once per interval, at its slot, in ``scraper.scrape`` tasks (one per job and
+    tick, up to ``targets_per_task`` targets each), while holding the beat lock."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._heap: list[tuple[float, int, list[ScrapeSpec]]] = []
