@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 #: The Redis list the scrape queue lives in, and the fewest queued scrape tasks beat tolerates
 #: before shedding (otherwise about half an interval's worth of the plan's tasks).
 SCRAPE_QUEUE = "scrape"
-MIN_BACKLOG_LIMIT = 100
+MIN_BACKLOG_LIMIT = 10
 
 #: Publishes sent to Redis in one pipeline.
 PUBLISH_BATCH = 500
