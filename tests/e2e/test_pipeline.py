@@ -191,6 +191,25 @@ def test_one_task_carrying_several_targets_stores_each_targets_profiles_at_its_o
         for labels, slot in zip(targets, [100.0, 200.0]) for name in ("goroutine", "memory")}
 
 
+def test_an_expired_task_of_several_targets_counts_each_scrape_it_carried_as_dropped(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from scraper.settings import Settings
+    from worker.celery_app import create_app
+
+    config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", [target.address])
+    procs.append(start_worker(scraper_env(redis_url, config), tmp_path))
+    app = create_app(Settings(broker_url=redis_url, config=config))
+    targets = [{"__address__": target.address, "app": "demo0"}, {"__address__": "127.0.0.1:9", "app": "demo1"}]
+    app.send_task("scraper.scrape", args=("demo", ["goroutine", "memory", "block"], targets, [1.0, 2.0]),
+                  queue="scrape", expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+    wait_until(lambda: redis_client.hget(keys.COUNTERS, "scrapes_dropped") is not None, timeout=20,
+               message="the expired task to be counted")
+    assert int(redis_client.hget(keys.COUNTERS, "scrapes_dropped")) == 2 * 3
+    assert not target.served
+
+
 def test_a_worker_asked_to_trace_allocations_serves_its_heap_profile(
         tmp_path: Path, redis_url: str, target: PprofTarget, procs: list[Proc]) -> None:
     import urllib.request
