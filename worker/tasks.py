@@ -52,12 +52,15 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
             push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
     if errors:
         raise errors[0]
-    prefix = (lambda r: f"{r.spec.labels.get('instance', '')} ") if len(targets) > 1 else (lambda r: "")
-    return "; ".join(
-        f"{prefix(r)}{r.spec.profile_type} up: {len(r.body or b'')} bytes in {r.duration:.2f}s" if r.ok
-        else f"{prefix(r)}{r.spec.profile_type} down ({r.error.kind}): {r.error}"  # type: ignore[union-attr]
-        for r in results
-    )
+    return "; ".join(_outcome_line(r, with_instance=len(targets) > 1) for r in results)
+
+
+def _outcome_line(result: ScrapeResult, *, with_instance: bool) -> str:
+    """How one scrape went, as the task's result shows it in Flower."""
+    what = f"{result.spec.labels.get('instance', '')} " * with_instance + result.spec.profile_type
+    if result.ok:
+        return f"{what} up: {len(result.body or b'')} bytes in {result.duration:.2f}s"
+    return f"{what} down ({result.error.kind}): {result.error}"  # type: ignore[union-attr]
 
 
 def _scrape_all(rt: Runtime, job: str, types: list[str], targets: list[dict[str, str]],
