@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
-import gevent
 from celery import Task
 
 from scraper.errors import PushError
 from scraper.plan import describe
-from scraper.runtime import Runtime, outcome
+from scraper.runtime import Runtime
 from scraper.scrape import ScrapeResult
 from scraper.settings import Settings
 
@@ -40,7 +39,7 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
     slots = [float(scheduled_at)] * len(targets) if isinstance(scheduled_at, (int, float)) else list(scheduled_at)
     if len(slots) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(slots)} scheduled times: the message is malformed")
-    results, errors = _scrape_all(rt, job, types, targets, slots)
+    results, errors = rt.scrape(job, types, targets, slots)
     valid = [r for r in results if r.ok]
     for r in results:
         if not r.ok:
@@ -61,38 +60,6 @@ def _outcome_line(result: ScrapeResult, *, with_instance: bool) -> str:
     if result.ok:
         return f"{what} up: {len(result.body or b'')} bytes in {result.duration:.2f}s"
     return f"{what} down ({result.error.kind}): {result.error}"  # type: ignore[union-attr]
-
-
-def _scrape_all(rt: Runtime, job: str, types: list[str], targets: list[dict[str, str]],
-                slots: list[float]) -> tuple[list[ScrapeResult], list[Exception]]:
-    """Scrape every type of every target concurrently. The quick types are recorded together as soon
-    as they are in, the ones that hold for ``seconds`` (CPU, deltas) together when they are: two
-    Redis round trips per task, and a target's status shows its quick types without waiting 14 s.
-    What raised (an unknown job, Redis gone) is returned beside what was recorded, so one target's
-    or one phase's failure does not cost the others their pushes."""
-    errors: list[Exception] = []
-    quick: list[gevent.Greenlet] = []
-    held: list[gevent.Greenlet] = []
-    for labels, at in zip(targets, slots):
-        try:
-            specs = rt.specs(job, labels, types)
-        except Exception as exc:  # noqa: BLE001 - re-raised by the task once the others are pushed
-            errors.append(exc)
-            continue
-        for spec in specs:
-            (held if spec.delta_seconds else quick).append(gevent.spawn(outcome, rt.fetch, spec, at))
-    results: list[ScrapeResult] = []
-    for phase in (quick, held):
-        gevent.joinall(phase)
-        fetched = [g.value for g in phase if not isinstance(g.value, Exception)]
-        errors += [g.value for g in phase if isinstance(g.value, Exception)]
-        try:
-            rt.record(fetched)
-        except Exception as exc:  # noqa: BLE001 - as above
-            errors.append(exc)
-            continue
-        results += fetched
-    return results, errors
 
 
 @app.task(name="scraper.push", bind=True, acks_late=True, ignore_result=True, max_retries=None)
