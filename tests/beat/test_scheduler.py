@@ -17,14 +17,19 @@ from tests.queued import scrapes_of
 from worker.celery_app import create_app
 
 
-@pytest.fixture
-def scheduler(tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch):
+def configure_fleet(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch, interval: str) -> None:
+    """Point beat at a config of 10 targets scraped every ``interval``."""
     targets = ", ".join(f'{{__address__: "10.0.0.{i}:6060"}}' for i in range(10))
     config = tmp_path / "c.yaml"
     config.write_text(f"scrape:\n  fleet:\n    targets: [{targets}]\n    forward_to: [files]\n"
-                      f"    scrape_interval: 2s\nwrite:\n  files: {{type: file}}\n")
+                      f"    scrape_interval: {interval}\nwrite:\n  files: {{type: file}}\n")
     monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
     monkeypatch.setenv("SCRAPER_CONFIG", str(config))
+
+
+@pytest.fixture
+def scheduler(tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch):
+    configure_fleet(tmp_path, redis_url, monkeypatch, "2s")
     sched = PlanScheduler(app=create_app())
     yield sched
     sched.close()
@@ -54,12 +59,7 @@ def test_beat_sends_every_target_once_per_slot_with_all_its_profile_types(
 
 def test_targets_due_in_the_same_tick_share_one_task_up_to_the_limit(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    targets = ", ".join(f'{{__address__: "10.0.1.{i}:6060"}}' for i in range(10))
-    config = tmp_path / "c.yaml"
-    config.write_text(f"scrape:\n  fleet:\n    targets: [{targets}]\n    forward_to: [files]\n"
-                      f"    scrape_interval: 60s\nwrite:\n  files: {{type: file}}\n")
-    monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
-    monkeypatch.setenv("SCRAPER_CONFIG", str(config))
+    configure_fleet(tmp_path, redis_url, monkeypatch, "60s")
     monkeypatch.setenv("SCRAPER_TARGETS_PER_TASK", "4")
     sched = PlanScheduler(app=create_app())
     try:
