@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import gevent
+import gevent.pool
 
 from . import delivery, metrics, status
 from .client import TargetClient
@@ -37,6 +38,8 @@ T = TypeVar("T")
 FILE_WRITERS = 8
 #: Large bodies waiting for the validation thread at most.
 VALIDATIONS_WAITING = 4
+#: Profiles of one push task sent to a network receiver (Pyroscope) at once.
+PUSHES_AT_ONCE = 8
 
 
 class Runtime:
@@ -192,7 +195,14 @@ class Runtime:
         pending = [p for p in profiles if p is not None]
         if not pending:
             return outcomes
-        pushed = off_hub(_push_each, target, pending) if off_hub is not None else _push_each(target, pending)
+        if off_hub is not None:
+            pushed = off_hub(_push_each, target, pending)
+        else:
+            # A network receiver: a task carries up to targets_per_task × types profiles, and one
+            # after the other each would wait out the store's round trip behind the last.
+            pushed = {}
+            for one in gevent.pool.Pool(PUSHES_AT_ONCE).imap_unordered(lambda p: _push_each(target, [p]), pending):
+                pushed |= one
         for push_id, (error, seconds) in pushed.items():
             metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
             outcomes[push_id] = True if error is None else error

@@ -191,6 +191,32 @@ def test_one_task_carrying_several_targets_stores_each_targets_profiles_at_its_o
         for labels, slot in zip(targets, [100.0, 200.0]) for name in ("goroutine", "memory")}
 
 
+def test_a_push_task_sends_its_profiles_to_pyroscope_side_by_side_not_one_after_another(
+        tmp_path: Path, redis_url: str, procs: list[Proc]) -> None:
+    from scraper.settings import Settings
+    from tests.pyroscope_standin import PyroscopeStandIn
+    from worker.celery_app import create_app
+
+    with pprof_target() as first, pprof_target() as second, PyroscopeStandIn() as pyroscope:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{first.address}"}}, {{__address__: "{second.address}"}}]
+    forward_to: [pyroscope]
+write:
+  pyroscope: {{type: pyroscope, url: "{pyroscope.url}"}}
+""")
+        procs.append(start_worker(scraper_env(redis_url, config), tmp_path))
+        released = pyroscope.hold()
+        targets = [{"__address__": first.address}, {"__address__": second.address}]
+        create_app(Settings(broker_url=redis_url, config=config)).send_task(
+            "scraper.scrape", args=("demo", ["goroutine", "memory"], targets, [1.0, 1.0]), queue="scrape")
+        # every answer is held: the four pushes of the task can only all arrive if they overlap
+        wait_until(lambda: len(pyroscope.pushes) == 4, timeout=20, message="four pushes in flight at once")
+        released.set()
+
+
 def test_an_expired_task_of_several_targets_counts_each_scrape_it_carried_as_dropped(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
     from datetime import datetime, timedelta, timezone
