@@ -29,7 +29,6 @@ import json
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,34 +43,15 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.run import free_port, proc_cpu_s, proc_memory_mb  # noqa: E402
 from scraper import keys  # noqa: E402
 from scraper.broker import connect_redis  # noqa: E402
 from scraper.embedded_redis import EmbeddedRedis  # noqa: E402
 from tests.fakes import PprofTarget  # noqa: E402
 
 MODES = ("off", "events", "flower")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: the running totals that count executed tasks
 TASK_COUNTERS = ("scrapes_done", "scrapes_failed", "pushes_done", "pushes_failed")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (fields 14 and 15 of /proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -139,9 +119,9 @@ def snapshot(client: redis.Redis, worker: Child, flower: Child | None, beat: Chi
     counters = {k.decode(): int(v) for k, v in client.hgetall(keys.COUNTERS).items()}
     return Snapshot(
         at=time.monotonic(),
-        worker_cpu=cpu_seconds(worker.process.pid),
-        flower_cpu=cpu_seconds(flower.process.pid) if flower else 0.0,
-        beat_cpu=cpu_seconds(beat.process.pid),
+        worker_cpu=proc_cpu_s(worker.process.pid),
+        flower_cpu=proc_cpu_s(flower.process.pid) if flower else 0.0,
+        beat_cpu=proc_cpu_s(beat.process.pid),
         commands=int(stats["total_commands_processed"]),
         net_bytes=int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"]),
         commandstats=commandstats,
@@ -184,8 +164,8 @@ def run_mode(mode: str, round_: int, addresses: list[str], args: argparse.Namesp
         first = snapshot(client, worker, flower, beat)
         time.sleep(args.window)
         last = snapshot(client, worker, flower, beat)
-        rss = rss_mib(worker.process.pid)
-        flower_rss = rss_mib(flower.process.pid) if flower else 0.0
+        rss = proc_memory_mb(worker.process.pid, "VmRSS")
+        flower_rss = proc_memory_mb(flower.process.pid, "VmRSS") if flower else 0.0
     tasks = last.tasks - first.tasks
     per_task = max(tasks, 1)
     grown = {name: round((last.commandstats.get(name, 0) - first.commandstats.get(name, 0)) / per_task, 3)

@@ -65,9 +65,10 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
-def proc_peak_rss_mb(pid: int) -> float:
+def proc_memory_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of ``pid`` from /proc/<pid>/status in MiB: peak RSS (VmHWM) unless told (VmRSS)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -321,7 +322,7 @@ class Run:
             "cpu_ms_per_scrape": per_scrape,
             "cpu_ms_per_scrape_system": round(sum(cpu[k] for k in system_kinds) / max(stored, 1) * 1000, 3),
             "cpu_pct_of_one_core": {k: round(100 * v / window, 1) for k, v in cpu.items()},
-            "peak_rss_mb": {f"{p.kind}{i}": round(proc_peak_rss_mb(p.pid), 1) for i, p in enumerate(self.procs)
+            "peak_rss_mb": {f"{p.kind}{i}": round(proc_memory_mb(p.pid), 1) for i, p in enumerate(self.procs)
                             if p.kind in ("worker", "baseline", "beat") and p.popen.poll() is None},
             "cpu_held_mean": round(statistics.mean(self.held), 1) if self.held else None,
             "cpu_held_max": fleet_stats["cpu_held_max"],
