@@ -46,7 +46,8 @@ class ScrapeSpec:
     url: str
     #: labels of the stored profile: public target labels, job, instance, service_name, __name__
     labels: dict[str, str]
-    #: the target's labels without ``__meta_*``: what a task message carries to rebuild this spec
+    #: the target's labels without ``__meta_*`` and with ``service_name`` resolved: what a task
+    #: message carries to rebuild this spec
     target_labels: dict[str, str]
     interval_s: float
     timeout_s: float
@@ -122,6 +123,15 @@ def infer_service_name(labels: dict[str, str], job_name: str) -> str:
     return job_name
 
 
+def message_labels(labels: dict[str, str], service_name: str) -> dict[str, str]:
+    """What a task message carries of a target: its labels without ``__meta_*`` (bulky, and only
+    read here), with ``service_name`` resolved, so that a worker rebuilds exactly the labels the
+    plan shows even when the name was inferred from the metadata it does not get."""
+    kept = {k: v for k, v in labels.items() if not k.startswith(META_PREFIX)}
+    kept["service_name"] = service_name
+    return kept
+
+
 def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
     """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
     return _key(job, profile_type, _label_part(labels))
@@ -190,7 +200,7 @@ class _Target:
         self.labels.setdefault("job", job_name)
         self.labels.setdefault("instance", self.address)
         self.labels["service_name"] = infer_service_name(labels, job_name)
-        self.target_labels = {k: v for k, v in labels.items() if not k.startswith(META_PREFIX)}
+        self.target_labels = message_labels(labels, self.labels["service_name"])
         self.discovered = discovered if discovered is not None else labels
         self.interval_s = job.scrape_interval.total_seconds()
         self.timeout_s = job.scrape_timeout.total_seconds()

@@ -171,3 +171,18 @@ def test_a_job_missing_from_this_processs_config_is_named() -> None:
 def test_meta_labels_stay_out_of_the_message() -> None:
     config = parse_config_text(one_job(target='{__address__: "h:1", __meta_kubernetes_pod_name: p}'))
     assert all("__meta_kubernetes_pod_name" not in s.target_labels for s in plan(config))
+
+
+def test_a_worker_rebuilds_the_inferred_service_name_from_a_message_without_metadata() -> None:
+    config = parse_config_text(one_job(target='{__address__: "10.1.2.3:6060", __meta_kubernetes_namespace: shop, '
+                                              '__meta_kubernetes_pod_container_name: cart}'))
+    for spec in plan(config):
+        assert spec.labels["service_name"] == "shop/cart"
+        assert not any(name.startswith("__meta_") for name in spec.target_labels)
+        assert spec_for(config, spec.job, spec.target_labels, spec.profile_type) == spec
+
+
+def test_resolving_service_name_into_the_message_keeps_the_targets_key_and_slot() -> None:
+    inferred = plan(parse_config_text(one_job(target='{__address__: "h:1", __meta_docker_container_name: web}')))
+    explicit = plan(parse_config_text(one_job(target='{__address__: "h:1", service_name: web}')))
+    assert [(s.key, s.target_key, s.offset_s) for s in inferred] == [(s.key, s.target_key, s.offset_s) for s in explicit]
