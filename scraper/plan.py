@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from .config import Config, ScrapeJob
+from .config import BUILTIN_PROFILE_TYPES, Config, ScrapeJob
 from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
 
@@ -132,6 +132,12 @@ def message_labels(labels: dict[str, str], service_name: str) -> dict[str, str]:
     return kept
 
 
+def target_profile_name(name: str) -> str:
+    """The ``__name__`` a target's own ``__name__`` label stores profiles under, as Alloy maps it: a
+    godeltaprof type's name becomes the plain one (``godeltaprof_memory`` → ``memory``)."""
+    return BUILTIN_PROFILE_TYPES[name][0] if name in BUILTIN_PROFILE_TYPES else name
+
+
 def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
     """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
     return _key(job, profile_type, _label_part(labels))
@@ -191,6 +197,7 @@ class _Target:
         self.address = with_port(labels[ADDRESS], self.scheme)
         self.prefix = labels.get(PROFILE_PATH_PREFIX, job.profiling_config.path_prefix).rstrip("/")
         self.path_override = labels.get(PROFILE_PATH)
+        self.name_override = target_profile_name(labels[NAME]) if labels.get(NAME) else None
         self.query: dict[str, list[str]] = {k: list(v) for k, v in job.params.items()}
         for name, value in labels.items():
             if name.startswith(PARAM_PREFIX):
@@ -217,7 +224,7 @@ class _Target:
 
     def spec(self, profile_type: str, stored_name: str, path: str, delta: bool) -> ScrapeSpec:
         url = f"{self.scheme}://{self.address}{self.prefix}{self.path_override or path}{self.queries[delta]}"
-        labels = {**self.labels, NAME: stored_name}
+        labels = {**self.labels, NAME: self.name_override or stored_name}
         key = _key(self.job_key, profile_type, self.label_part)
         return ScrapeSpec(
             job=self.job_key,

@@ -186,3 +186,21 @@ def test_resolving_service_name_into_the_message_keeps_the_targets_key_and_slot(
     inferred = plan(parse_config_text(one_job(target='{__address__: "h:1", __meta_docker_container_name: web}')))
     explicit = plan(parse_config_text(one_job(target='{__address__: "h:1", service_name: web}')))
     assert [(s.key, s.target_key, s.offset_s) for s in inferred] == [(s.key, s.target_key, s.offset_s) for s in explicit]
+
+
+def test_a_target_label_name_overrides_the_profile_name_of_every_type_as_alloy_honours_it() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: app_heap}'))
+    specs = plan(config)
+    assert {s.labels["__name__"] for s in specs} == {"app_heap"}
+    assert len({s.key for s in specs}) == len(specs)  # still one series and slot per profile type
+    assert all(spec_for(config, s.job, s.target_labels, s.profile_type) == s for s in specs)
+
+
+def test_a_target_naming_a_godeltaprof_type_stores_it_under_the_plain_name() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: godeltaprof_mutex}'))
+    assert {s.labels["__name__"] for s in plan(config)} == {"mutex"}
+
+
+def test_an_empty_target_name_label_leaves_the_profile_types_names() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: ""}'))
+    assert {s.labels["__name__"] for s in plan(config)} == {"memory", "block", "goroutine", "mutex", "process_cpu"}
