@@ -367,6 +367,10 @@ class PyroscopeReceiverConfig(_Model):
     max_backoff_period: Duration = timedelta(minutes=5)
     max_backoff_retries: int = Field(default=10, ge=0)
     retry_on_http_429: bool = True
+    #: most samples a profile may have (Pyroscope's validation.max-profile-stacktrace-samples); 0: no limit
+    max_samples: int = Field(default=16_000, ge=0)
+    #: label names as Pyroscope 1.x requires them ([a-zA-Z_][a-zA-Z0-9_.]*); 2.x takes any UTF-8 name
+    strict_label_names: bool = False
 
     @field_validator("url")
     @classmethod

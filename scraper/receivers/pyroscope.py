@@ -9,12 +9,14 @@ message saying why, instead of after a round trip (or ten, if the refusal looked
 from __future__ import annotations
 
 import email.utils
+import gzip
 import json
 import math
 import re
 import ssl
 import time
 import zlib
+from dataclasses import dataclass
 from datetime import UTC
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -23,6 +25,8 @@ from urllib.parse import urlsplit
 
 import requests
 import urllib3
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
 from requests.adapters import HTTPAdapter
 from requests.auth import HTTPBasicAuth
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
@@ -41,7 +45,10 @@ MAX_LABEL_NAME_BYTES = 1024
 MAX_LABEL_VALUE_BYTES = 2048
 MAX_PROFILE_BYTES = 4 * 1024 * 1024
 
+#: Pyroscope 1.x's label names (``strict_label_names``; 2.x takes any non-empty UTF-8 name) and
+#: metric names (the ``__name__`` value).
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.]*")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # /ingest takes the series as "<app>{k=v,...}": the app name has its own alphabet, and a value
 # cannot hold the characters that end it.
 _INGEST_APP_NAME = re.compile(r"[A-Za-z0-9_./-]+")
@@ -49,6 +56,9 @@ _INGEST_VALUE_FORBIDDEN = (",", "}")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024
+# Profiles up to this size are kept from the measuring pass for parsing; a larger one (rare, and
+# at most MAX_PROFILE_BYTES) is inflated again, so a gzip bomb never costs more than this at once.
+_KEEP_INFLATED = 1024 * 1024
 # An answer is an empty PushResponse or a short error; read no more than this of it.
 _MAX_ANSWER_BYTES = 64 * 1024
 _MAX_DETAIL_CHARS = 300
@@ -85,15 +95,17 @@ def series_labels(labels: dict[str, str], external_labels: dict[str, str]) -> li
     return sorted(kept.items())
 
 
-def uncompressed_size(body: bytes, limit: int) -> int:
-    """The size of ``body`` once gunzipped (every gzip member), or of ``body`` itself when it is
-    not gzip. Stops counting past ``limit``: the answer is then some number above ``limit``.
+def _inflated(body: bytes, limit: int) -> tuple[int, bytes | None]:
+    """The size of ``body`` once gunzipped (every gzip member), or of ``body`` itself when it is not
+    gzip, and those bytes when they are at most ``_KEEP_INFLATED`` (else None). Stops counting past
+    ``limit``: the size is then some number above ``limit``.
 
     Raises ValueError when the gzip stream is corrupt or cut short.
     """
     if not body.startswith(_GZIP_MAGIC):
-        return len(body)
+        return len(body), body
     total = 0
+    kept: list[bytes] | None = []
     rest = body
     try:
         while rest:
@@ -108,33 +120,95 @@ def uncompressed_size(body: bytes, limit: int) -> int:
                     raise ValueError("the gzip stream ends early")
                 total += len(chunk)
                 if total > limit:
-                    return total
+                    return total, None
+                if kept is not None and total <= _KEEP_INFLATED:
+                    kept.append(chunk)
+                else:
+                    kept = None
             rest = inflater.unused_data
     except zlib.error as exc:
         raise ValueError(f"not valid gzip: {exc}") from None
-    return total
+    return total, None if kept is None else b"".join(kept)
 
 
-def limit_problems(labels: list[tuple[str, str]], body: bytes) -> list[str]:
-    """What Pyroscope (with default limits) would refuse about a series with ``labels`` and
-    profile ``body``, one sentence each; empty when it would take it."""
+def _profile_head_class() -> type[Message]:
+    """A view of a pprof profile with only what the limits need: sample types, samples (left as
+    bytes, never decoded) and strings. Parsing it costs a tenth of inflating the body."""
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="pprof_scraper_head.proto", package="pprof_scraper.head",
+                                              syntax="proto3")
+    value_type = file.message_type.add(name="ValueType")
+    value_type.field.add(name="type", number=1, label=f.LABEL_OPTIONAL, type=f.TYPE_INT64)
+    head = file.message_type.add(name="Head")
+    head.field.add(name="sample_type", number=1, label=f.LABEL_REPEATED, type=f.TYPE_MESSAGE,
+                   type_name=".pprof_scraper.head.ValueType")
+    head.field.add(name="sample", number=2, label=f.LABEL_REPEATED, type=f.TYPE_BYTES)
+    head.field.add(name="string_table", number=6, label=f.LABEL_REPEATED, type=f.TYPE_BYTES)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("pprof_scraper.head.Head"))
+
+
+_ProfileHead = _profile_head_class()
+
+
+@dataclass(frozen=True)
+class ProfileFacts:
+    """What Pyroscope's limits look at in a profile."""
+
+    #: bytes once gunzipped; past MAX_PROFILE_BYTES, some number above it (counting stopped there)
+    size: int
+    #: the sample type names, in order (empty when the profile is over the size limit: not parsed)
+    sample_types: list[str]
+    samples: int
+
+
+def profile_facts(body: bytes) -> ProfileFacts:
+    """Measure ``body`` (gzip or raw pprof) for the limits; raises ValueError saying what is wrong."""
+    size, data = _inflated(body, MAX_PROFILE_BYTES)
+    if size > MAX_PROFILE_BYTES:
+        return ProfileFacts(size, [], 0)
+    if data is None:  # over _KEEP_INFLATED but within the limit: safe to inflate whole
+        data = gzip.decompress(body)
+    try:
+        head = _ProfileHead.FromString(data)
+        strings = head.string_table
+        types = [strings[vt.type].decode("utf-8", "replace") for vt in head.sample_type]
+    except (DecodeError, IndexError):
+        raise ValueError("not a pprof profile") from None
+    return ProfileFacts(size, types, len(head.sample))
+
+
+def limit_problems(labels: list[tuple[str, str]], facts: ProfileFacts, *, max_samples: int,
+                   strict_label_names: bool) -> list[str]:
+    """What Pyroscope (with default limits, and ``max_samples``) would refuse about a series with
+    ``labels`` and a profile described by ``facts``, one sentence each; empty when it would take it.
+    ``strict_label_names``: label names as Pyroscope 1.x wants them, else as 2.x (any UTF-8)."""
     problems = []
     if len(labels) > MAX_LABELS:
         problems.append(f"{len(labels)} labels, more than the {MAX_LABELS} allowed")
     for name, value in labels:
         if len(name.encode()) > MAX_LABEL_NAME_BYTES:
             problems.append(f"label name {name[:40]!r}... is longer than {MAX_LABEL_NAME_BYTES} bytes")
-        elif not _LABEL_NAME.fullmatch(name):
-            problems.append(f"label name {name!r} does not match [a-zA-Z_][a-zA-Z0-9_.]*")
+        elif not name:
+            problems.append("a label name is empty")
+        elif strict_label_names and name != "__name__" and not _LABEL_NAME.fullmatch(name):
+            problems.append(f"label name {name!r} does not match [a-zA-Z_][a-zA-Z0-9_.]* (strict_label_names)")
         if len(value.encode()) > MAX_LABEL_VALUE_BYTES:
             problems.append(f"the value of label {name[:40]!r} is longer than {MAX_LABEL_VALUE_BYTES} bytes")
-    try:
-        size = uncompressed_size(body, MAX_PROFILE_BYTES)
-    except ValueError as exc:
-        problems.append(f"the profile is {exc}")
-    else:
-        if size > MAX_PROFILE_BYTES:
-            problems.append(f"the profile is larger than {MAX_PROFILE_BYTES // (1024 * 1024)} MiB uncompressed")
+    name = dict(labels).get("__name__", "")
+    if not name:
+        problems.append("the profile has no name (__name__ is empty)")
+    elif strict_label_names and not _METRIC_NAME.fullmatch(name):
+        problems.append(f"the profile name (__name__) {name!r} does not match [a-zA-Z_:][a-zA-Z0-9_:]* "
+                        "(strict_label_names)")
+    if facts.size > MAX_PROFILE_BYTES:
+        problems.append(f"the profile is larger than {MAX_PROFILE_BYTES // (1024 * 1024)} MiB uncompressed")
+    if max_samples and facts.samples > max_samples:
+        problems.append(f"the profile has {facts.samples} samples, more than max_samples ({max_samples})")
+    for sample_type in facts.sample_types:
+        if "-" in sample_type:
+            problems.append(f"sample type {sample_type!r} contains '-'")
     return problems
 
 
@@ -313,7 +387,12 @@ class PyroscopeReceiver:
         """Send ``profile`` once. Raises PushRejected when the server refused it (or would, by its
         limits) and PushUnavailable when it could not take it now."""
         labels = series_labels(profile.labels, self.config.external_labels)
-        problems = limit_problems(labels, profile.body)
+        try:
+            facts = profile_facts(profile.body)
+        except ValueError as exc:
+            raise PushRejected(f"{self._who}: not sent, Pyroscope would refuse it: the profile is {exc}") from None
+        problems = limit_problems(labels, facts, max_samples=self.config.max_samples,
+                                  strict_label_names=self.config.strict_label_names)
         params: list[tuple[str, str]] | None = None
         if self.config.api == "ingest":
             try:

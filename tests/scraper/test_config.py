@@ -172,3 +172,20 @@ def test_enable_http_2_set_explicitly_warns_that_requests_speaks_http_1_1() -> N
 
 def test_an_empty_config_is_refused_rather_than_taken_for_scrape_nothing() -> None:
     assert problems_of("# saved half-way by an editor\n") == ["the config is empty; give at least scrape: and write:"]
+
+
+PYROSCOPE = """
+scrape: {{}}
+write:
+  pyro: {{type: pyroscope, url: "http://pyroscope:4040"{extra}}}
+"""
+
+
+def test_a_pyroscope_receiver_checks_16000_samples_and_utf8_label_names_by_default() -> None:
+    receiver = parse_config_text(PYROSCOPE.format(extra="")).write["pyro"]
+    assert (receiver.max_samples, receiver.strict_label_names) == (16_000, False)
+
+
+def test_a_negative_max_samples_is_refused_naming_the_field() -> None:
+    [problem] = problems_of(PYROSCOPE.format(extra=", max_samples: -1"))
+    assert problem.startswith("write.pyro.max_samples: ")

@@ -281,10 +281,11 @@ def test_400_is_rejected_with_the_servers_message_and_not_retried(pyroscope: Pyr
     assert len(pyroscope.requests) == 1
 
 
-def test_a_profile_the_server_cannot_parse_is_rejected_with_its_reason(pyroscope: PyroscopeStandIn) -> None:
+def test_a_profile_the_server_could_not_parse_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
     not_pprof = (Path(__file__).parent.parent / "data" / "bad" / "gzip_of_garbage.pb.gz").read_bytes()
-    with pytest.raises(PushRejected, match="invalid_argument: raw_profile is not a pprof profile"):
+    with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it: the profile is not a pprof profile"):
         receiver(pyroscope.url).push(make_profile(body=not_pprof))
+    assert pyroscope.requests == []
 
 
 def test_a_4xx_whose_connect_code_is_retryable_is_unavailable(pyroscope: PyroscopeStandIn) -> None:
@@ -332,10 +333,8 @@ def _labels_with(**extra: str) -> dict[str, str]:
         (_labels_with(**{"n" * 1025: "v"}), "is longer than 1024 bytes"),
         (_labels_with(big="v" * 2049), "the value of label 'big' is longer than 2048 bytes"),
         (_labels_with(big="é" * 1025), "the value of label 'big' is longer than 2048 bytes"),  # bytes, not characters
-        (_labels_with(**{"bad-name": "v"}), "label name 'bad-name' does not match"),
-        (_labels_with(**{"1st": "v"}), "label name '1st' does not match"),
     ],
-    ids=["31-labels", "long-name", "long-value", "long-utf8-value", "dash-in-name", "digit-first"],
+    ids=["31-labels", "long-name", "long-value", "long-utf8-value"],
 )
 def test_labels_over_pyroscopes_limits_are_rejected_before_sending(
     pyroscope: PyroscopeStandIn, labels: dict[str, str], reason: str
@@ -343,6 +342,67 @@ def test_labels_over_pyroscopes_limits_are_rejected_before_sending(
     with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it") as caught:
         receiver(pyroscope.url).push(make_profile(labels=labels))
     assert reason in str(caught.value)
+    assert pyroscope.requests == []
+
+
+def test_any_utf8_label_name_is_sent_as_pyroscope_2_takes_it(pyroscope: PyroscopeStandIn) -> None:
+    labels = _labels_with(**{"bad-name": "v", "1st": "v", "ünïcode": "v"})
+    receiver(pyroscope.url).push(make_profile(labels=labels))
+    assert {"bad-name", "1st", "ünïcode"} <= pyroscope.pushes[0].series[0].label_dict.keys()
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        (_labels_with(**{"bad-name": "v"}), "label name 'bad-name' does not match [a-zA-Z_][a-zA-Z0-9_.]*"),
+        (_labels_with(**{"1st": "v"}), "label name '1st' does not match"),
+        (_labels_with(__name__="app.heap"), "the profile name (__name__) 'app.heap' does not match"),
+    ],
+    ids=["dash-in-name", "digit-first", "dot-in-profile-name"],
+)
+def test_strict_label_names_refuses_what_pyroscope_1_refuses(
+    pyroscope: PyroscopeStandIn, labels: dict[str, str], reason: str
+) -> None:
+    with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it") as caught:
+        receiver(pyroscope.url, strict_label_names=True).push(make_profile(labels=labels))
+    assert reason in str(caught.value)
+    assert pyroscope.requests == []
+
+
+def test_strict_label_names_takes_dots_which_pyroscope_1_turns_into_underscores(pyroscope: PyroscopeStandIn) -> None:
+    receiver(pyroscope.url, strict_label_names=True).push(make_profile(labels=_labels_with(**{"k8s.pod": "p"})))
+    assert len(pyroscope.pushes) == 1
+
+
+def _profile_with(samples: int, sample_type: str = "samples") -> bytes:
+    """A gzipped pprof profile of ``samples`` samples of one sample type."""
+    profile = profile_pb2.Profile(string_table=["", sample_type, "count", "main"])
+    profile.sample_type.add(type=1, unit=2)
+    profile.function.add(id=1, name=3)
+    profile.location.add(id=1).line.add(function_id=1)
+    for value in range(1, samples + 1):
+        profile.sample.add(location_id=[1], value=[value])
+    return gzip.compress(profile.SerializeToString())
+
+
+def test_a_profile_over_16000_samples_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
+    push = receiver(pyroscope.url)
+    push.push(make_profile(body=_profile_with(16_000)))
+    with pytest.raises(PushRejected, match=r"16001 samples, more than max_samples \(16000\)"):
+        push.push(make_profile(body=_profile_with(16_001)))
+    assert len(pyroscope.requests) == 1
+
+
+def test_max_samples_sets_the_limit_and_0_lifts_it(pyroscope: PyroscopeStandIn) -> None:
+    with pytest.raises(PushRejected, match=r"more than max_samples \(10\)"):
+        receiver(pyroscope.url, max_samples=10).push(make_profile(body=_profile_with(11)))
+    receiver(pyroscope.url, max_samples=0).push(make_profile(body=_profile_with(20_000)))
+    assert len(pyroscope.pushes) == 1
+
+
+def test_a_sample_type_name_with_a_dash_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
+    with pytest.raises(PushRejected, match="sample type 'inuse-space' contains '-'"):
+        receiver(pyroscope.url).push(make_profile(body=_profile_with(3, "inuse-space")))
     assert pyroscope.requests == []
 
 
@@ -451,7 +511,7 @@ def test_no_error_message_contains_a_secret(tmp_path: Path) -> None:
             collect(push)
             pyroscope.answer(429, headers={"Retry-After": "1"})
             collect(push)
-            collect(push, make_profile(labels=_labels_with(**{"bad-name": "v"})))
+            collect(push, make_profile(labels=_labels_with(**{"n" * 1025: "v"})))
         release = pyroscope.hold()
         collect(receiver(authed_url, remote_timeout="100ms", headers={"X-Scope-OrgID": secrets["header"]}))
         release.set()
