@@ -371,6 +371,8 @@ class PyroscopeReceiverConfig(_Model):
     max_samples: int = Field(default=16_000, ge=0)
     #: label names as Pyroscope 1.x requires them ([a-zA-Z_][a-zA-Z0-9_.]*); 2.x takes any UTF-8 name
     strict_label_names: bool = False
+    #: the server's validation.reject-older-than: `deadletter replay` leaves profiles older than this; 0: none
+    reject_older_than: Duration = timedelta(hours=1)
 
     @field_validator("url")
     @classmethod
@@ -386,6 +388,8 @@ class PyroscopeReceiverConfig(_Model):
             raise ValueError(f"at most one of basic_auth, bearer_token, bearer_token_file may be set, got {' and '.join(chosen)}")
         if self.min_backoff_period > self.max_backoff_period:
             raise ValueError("min_backoff_period must not exceed max_backoff_period")
+        if self.reject_older_than < timedelta(0):
+            raise ValueError("reject_older_than must not be negative (0 means the server takes profiles of any age)")
         return self
 
 
