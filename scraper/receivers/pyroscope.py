@@ -52,7 +52,14 @@ _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 # /ingest takes the series as "<app>{k=v,...}": the app name has its own alphabet, and a value
 # cannot hold the characters that end it.
 _INGEST_APP_NAME = re.compile(r"[A-Za-z0-9_./-]+")
+_INGEST_LABEL_NAME = re.compile(r"[A-Za-z0-9_.]+")
 _INGEST_VALUE_FORBIDDEN = (",", "}")
+#: Labels /ingest adds to every pprof series it stores (pkg/og/convert/pprof createLabels).
+_INGEST_ADDED_LABELS = (("__delta__", "false"), ("pyroscope_spy", "unknown"))
+#: How /ingest names a pprof profile from its sample types' display names, unless one of its sample
+#: types is ``wall``: the first (substring, name) that a display name contains; else the last display name.
+_INGEST_NAME_RULES = (("cpu", "process_cpu"), ("alloc_", "memory"), ("inuse_", "memory"), ("mutex_", "mutex"),
+                      ("block_", "block"), ("goroutines", "goroutines"))
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024
@@ -228,10 +235,34 @@ def ingest_name(labels: list[tuple[str, str]]) -> str:
     for name, value in labels:
         if name in ("service_name", "__name__"):
             continue
+        if not _INGEST_LABEL_NAME.fullmatch(name):
+            raise ValueError(f"label name {name!r} is not letters, digits, _ and . as the ingest API requires")
         if any(ch in value for ch in _INGEST_VALUE_FORBIDDEN):
             raise ValueError(f"the value of label {name!r} contains ',' or '}}', which the ingest API cannot carry")
+        if value != value.strip():
+            raise ValueError(f"the value of label {name!r} starts or ends with a space, which the ingest API trims")
         pairs.append(f"{name}={value}")
     return f"{service}{{{','.join(pairs)}}}"
+
+
+def ingest_sample_type_config(name: str, sample_types: list[str]) -> dict[str, dict[str, str]]:
+    """The ``sample_type_config`` that makes ``/ingest`` store a profile with ``sample_types`` under
+    ``name``, as the push API does. The server names a profile from its sample types (block's
+    ``contentions`` as ``mutex``, ``goroutine`` as ``goroutines``, ``samples`` as ``process_cpu``), or
+    from their display names when the form gives them: each is displayed as ``name``.
+
+    Raises ValueError when the server would store it under another name whatever the form says.
+    """
+    if "wall" in sample_types:
+        filed = "wall"
+    elif name in ("space", "objects"):
+        filed = "memory"
+    else:
+        filed = next((named for part, named in _INGEST_NAME_RULES if part in name), name)
+    if filed != name:
+        raise ValueError(f"the ingest API stores profile {name!r} (sample types {', '.join(sample_types)}) as "
+                         f"{filed!r} whatever the client says; send it with api: push")
+    return {sample_type: {"display-name": name} for sample_type in sample_types}
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -391,17 +422,20 @@ class PyroscopeReceiver:
             facts = profile_facts(profile.body)
         except ValueError as exc:
             raise PushRejected(f"{self._who}: not sent, Pyroscope would refuse it: the profile is {exc}") from None
-        problems = limit_problems(labels, facts, max_samples=self.config.max_samples,
+        ingest = self.config.api == "ingest"
+        # /ingest stores its own labels beside ours: they count toward the limit too
+        stored = labels + [pair for pair in _INGEST_ADDED_LABELS if pair[0] not in dict(labels)] if ingest else labels
+        problems = limit_problems(stored, facts, max_samples=self.config.max_samples,
                                   strict_label_names=self.config.strict_label_names)
         params: list[tuple[str, str]] | None = None
-        if self.config.api == "ingest":
+        if ingest:
             try:
                 params = [
                     ("name", ingest_name(labels)),
                     ("from", str(int(profile.start))),
                     ("until", str(math.ceil(profile.end))),
-                    ("format", "pprof"),
                 ]
+                sample_type_config = ingest_sample_type_config(dict(labels).get("__name__", ""), facts.sample_types)
             except ValueError as exc:
                 problems.append(str(exc))
         if problems:
@@ -417,8 +451,12 @@ class PyroscopeReceiver:
                 "Connect-Timeout-Ms": str(max(1, int(timeout_s * 1000))),
             })
         else:
-            body = profile.body
-            headers["Content-Type"] = "application/octet-stream"
+            # The form pyroscope-go sends: the profile, and display names that name it as the push API does.
+            body, headers["Content-Type"] = urllib3.encode_multipart_formdata({
+                "profile": ("profile.pprof", profile.body, "application/octet-stream"),
+                "sample_type_config": ("sample_type_config.json", json.dumps(sample_type_config).encode(),
+                                       "application/json"),
+            })
         self._send(body, headers, auth, params, timeout_s, secrets)
 
     def _credentials(self) -> tuple[dict[str, str], HTTPBasicAuth | None, list[str]]:

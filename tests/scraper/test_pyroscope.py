@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import trustme
 
 from tests.pyroscope_standin import PUSH_PATH, PyroscopeStandIn, parse_pprof
@@ -534,24 +535,67 @@ def test_no_error_message_contains_a_secret(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the legacy /ingest API
 
 
-def test_ingest_api_posts_the_raw_profile_with_name_from_until_and_format(pyroscope: PyroscopeStandIn) -> None:
+def test_ingest_api_posts_the_profile_as_a_form_with_name_from_and_until(pyroscope: PyroscopeStandIn) -> None:
     push = receiver(pyroscope.url, api="ingest", headers={"X-Scope-OrgID": "team-a"},
                     external_labels={"cluster": "eu-1"})
     push.push(make_profile())
 
     [request] = pyroscope.pushes
     assert request.path == "/ingest"
-    assert request.content_type == "application/octet-stream"
-    assert request.body == CPU
+    assert request.content_type.startswith("multipart/form-data; boundary=")
     assert request.query == {
         "name": ["api{cluster=eu-1,instance=10.0.0.7:6060,job=api,team=core}"],
         "from": ["1767225600"],
         "until": ["1767225615"],
-        "format": ["pprof"],
     }
     assert request.headers["x-scope-orgid"] == "team-a"
     assert request.headers["user-agent"] == USER_AGENT
-    assert request.profile is not None and request.profile.sample_type
+    assert request.profile == parse_pprof(CPU)
+
+
+#: Go profiles and the name each is pushed under.
+GO_NAMES = {"cpu_1": "process_cpu", "allocs_1": "memory", "heap_1": "memory", "block_1": "block",
+            "mutex_1": "mutex", "goroutine_1": "goroutine", "fgprof_1": "fgprof", "block_delta_1": "block"}
+
+
+@pytest.mark.parametrize(("file", "name"), sorted(GO_NAMES.items()))
+def test_ingest_api_stores_every_type_under_the_name_and_values_the_push_api_does(file: str, name: str) -> None:
+    body = (GO / f"{file}.pb.gz").read_bytes()
+    profile = make_profile(body=body, labels=_labels_with(__name__=name))
+    with PyroscopeStandIn() as pyroscope:
+        receiver(pyroscope.url).push(profile)
+        receiver(pyroscope.url, api="ingest").push(profile)
+        pushed, ingested = pyroscope.pushes
+    assert ingested.ingest_labels == {**pushed.series[0].label_dict, "__delta__": "false", "pyroscope_spy": "unknown"}
+    assert ingested.profile == pushed.series[0].samples[0].profile == parse_pprof(body)
+
+
+@pytest.mark.parametrize(("file", "filed_as"), [("block_1", "mutex"), ("goroutine_1", "goroutines"),
+                                                ("fgprof_1", "process_cpu"), ("mutex_1", "mutex")])
+def test_the_stand_in_names_a_bare_ingested_profile_as_pyroscope_does(
+    pyroscope: PyroscopeStandIn, file: str, filed_as: str
+) -> None:
+    requests.post(f"{pyroscope.url}/ingest", params={"name": "api{}", "format": "pprof"},
+                  data=(GO / f"{file}.pb.gz").read_bytes(), timeout=10)
+    assert pyroscope.pushes[0].ingest_labels["__name__"] == filed_as
+
+
+@pytest.mark.parametrize(("name", "filed_as"), [("my_cpu", "process_cpu"), ("alloc_rate", "memory"),
+                                                ("objects", "memory"), ("block_waits", "block")])
+def test_ingest_api_refuses_before_sending_a_name_the_server_would_replace(
+    pyroscope: PyroscopeStandIn, name: str, filed_as: str
+) -> None:
+    with pytest.raises(PushRejected, match=f"stores profile '{name}' .* as '{filed_as}' whatever the client says"):
+        receiver(pyroscope.url, api="ingest").push(make_profile(labels=_labels_with(__name__=name)))
+    assert pyroscope.requests == []
+
+
+def test_ingest_api_counts_the_labels_the_server_adds(pyroscope: PyroscopeStandIn) -> None:
+    labels = {**PLAN_LABELS, **{f"l{i:02d}": "v" for i in range(24)}}  # 29: fits the push API
+    receiver(pyroscope.url).push(make_profile(labels=labels))
+    with pytest.raises(PushRejected, match="31 labels, more than the 30 allowed"):
+        receiver(pyroscope.url, api="ingest").push(make_profile(labels=labels))
+    assert len(pyroscope.requests) == 1
 
 
 def test_ingest_api_uses_the_same_auth_and_answer_mapping() -> None:
@@ -577,6 +621,10 @@ def test_ingest_api_rejects_labels_it_cannot_carry_before_sending(pyroscope: Pyr
         push.push(make_profile(labels=_labels_with(team="a,b")))
     with pytest.raises(PushRejected, match="needs a service_name label"):
         push.push(make_profile(labels=_labels_with(service_name="my app")))
+    with pytest.raises(PushRejected, match="label name 'k8s-pod' is not letters, digits, _ and ."):
+        push.push(make_profile(labels=_labels_with(**{"k8s-pod": "p"})))
+    with pytest.raises(PushRejected, match="the value of label 'team' starts or ends with a space"):
+        push.push(make_profile(labels=_labels_with(team="core ")))
     assert pyroscope.requests == []
 
 
