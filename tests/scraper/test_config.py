@@ -181,9 +181,15 @@ write:
 """
 
 
-def test_a_pyroscope_receiver_checks_16000_samples_and_utf8_label_names_by_default() -> None:
+def test_a_pyroscope_receiver_checks_16000_samples_utf8_label_names_and_a_1h_window_by_default() -> None:
     receiver = parse_config_text(PYROSCOPE.format(extra="")).write["pyro"]
     assert (receiver.max_samples, receiver.strict_label_names) == (16_000, False)
+    assert receiver.reject_older_than == timedelta(hours=1)
+
+
+def test_a_reject_older_than_that_is_not_a_duration_is_refused_naming_the_field() -> None:
+    [problem] = problems_of(PYROSCOPE.format(extra=", reject_older_than: -1h"))
+    assert problem.startswith("write.pyro.reject_older_than: '-1h' is not a duration")
 
 
 def test_a_negative_max_samples_is_refused_naming_the_field() -> None:
