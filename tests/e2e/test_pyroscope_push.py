@@ -1,4 +1,5 @@
-"""The labels that reach Pyroscope are the ones `pprof-scraper plan` shows, discovered targets included."""
+"""What reaches Pyroscope from real processes: the labels `pprof-scraper plan` shows, discovered
+targets included; what Pyroscope would refuse is dead-lettered at once with the reason."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
+from scraper import delivery
 from tests.conftest import wait_until
 from tests.e2e.processes import Proc, scraper_env, start_beat, start_worker
 from tests.fakes import pprof_target
@@ -48,7 +51,7 @@ write:
         planned = subprocess.run([CLI, "plan", str(config), "--json"], check=False, capture_output=True, text=True, timeout=60)
         assert planned.returncode == 0, planned.stderr
         plan_labels = sorted(sorted(json.loads(line)["labels"].items()) for line in planned.stdout.splitlines())
-        assert [dict(labels)["service_name"] for labels in plan_labels] == ["shop/cart", "shop/web"]
+        assert sorted(dict(labels)["service_name"] for labels in plan_labels) == ["shop/cart", "shop/web"]
 
         env = scraper_env(redis_url, config)
         procs.append(start_worker(env, tmp_path))
@@ -60,3 +63,28 @@ write:
         wait_until(lambda: len(pushed()) >= 2, timeout=2 * INTERVAL_S + 20,
                    message="a push from each discovered pod")
         assert [list(labels) for labels in pushed()] == plan_labels
+
+
+def test_a_profile_over_the_receivers_max_samples_is_dead_lettered_at_once_with_the_reason(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, procs: list[Proc]) -> None:
+    with pprof_target() as target, PyroscopeStandIn() as pyroscope:
+        config = tmp_path / "c.yaml"
+        config.write_text(f"""
+scrape:
+  api:
+    targets: [{{__address__: "{target.address}"}}]
+    forward_to: [pyroscope]
+    scrape_interval: {INTERVAL_S}s
+    profiling_config: {{profile.process_cpu: {{enabled: false}}, profile.memory: {{enabled: false}},
+                        profile.block: {{enabled: false}}, profile.mutex: {{enabled: false}}}}
+write:
+  pyroscope: {{type: pyroscope, url: "{pyroscope.url}", max_samples: 1}}
+""")
+        env = scraper_env(redis_url, config)
+        procs.append(start_worker(env, tmp_path))
+        procs.append(start_beat(env, tmp_path))
+        [entry, *_] = wait_until(lambda: delivery.list_dead_letters(redis_client), timeout=2 * INTERVAL_S + 20,
+                                 message="the goroutine profile in the dead-letter list")
+        assert entry.attempts == 1
+        assert "not sent, Pyroscope would refuse it" in entry.error and "more than max_samples (1)" in entry.error
+        assert pyroscope.requests == []
