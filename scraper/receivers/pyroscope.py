@@ -245,6 +245,16 @@ def ingest_name(labels: list[tuple[str, str]]) -> str:
     return f"{service}{{{','.join(pairs)}}}"
 
 
+def ingest_stored_name(name: str, sample_types: list[str]) -> str:
+    """The ``__name__`` ``/ingest`` stores a profile with ``sample_types`` under when every sample type
+    is displayed as ``name``: ``name`` itself unless the server's naming rules replace it."""
+    if "wall" in sample_types:
+        return "wall"
+    if name in ("space", "objects"):
+        return "memory"
+    return next((named for part, named in _INGEST_NAME_RULES if part in name), name)
+
+
 def ingest_sample_type_config(name: str, sample_types: list[str]) -> dict[str, dict[str, str]]:
     """The ``sample_type_config`` that makes ``/ingest`` store a profile with ``sample_types`` under
     ``name``, as the push API does. The server names a profile from its sample types (block's
@@ -253,12 +263,7 @@ def ingest_sample_type_config(name: str, sample_types: list[str]) -> dict[str, d
 
     Raises ValueError when the server would store it under another name whatever the form says.
     """
-    if "wall" in sample_types:
-        filed = "wall"
-    elif name in ("space", "objects"):
-        filed = "memory"
-    else:
-        filed = next((named for part, named in _INGEST_NAME_RULES if part in name), name)
+    filed = ingest_stored_name(name, sample_types)
     if filed != name:
         raise ValueError(f"the ingest API stores profile {name!r} (sample types {', '.join(sample_types)}) as "
                          f"{filed!r} whatever the client says; send it with api: push")

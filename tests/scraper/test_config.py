@@ -195,3 +195,30 @@ def test_a_reject_older_than_that_is_not_a_duration_is_refused_naming_the_field(
 def test_a_negative_max_samples_is_refused_naming_the_field() -> None:
     [problem] = problems_of(PYROSCOPE.format(extra=", max_samples: -1"))
     assert problem.startswith("write.pyro.max_samples: ")
+
+
+def test_a_custom_type_an_ingest_receiver_would_store_under_another_name_is_refused() -> None:
+    [problem] = problems_of("""
+scrape:
+  api:
+    targets: [{__address__: "h:1"}]
+    forward_to: [legacy]
+    profiling_config: {profile.custom: {my_cpu: {enabled: true, path: /debug/cpu2}}}
+write:
+  legacy: {type: pyroscope, url: "http://p:4040", api: ingest}
+""")
+    assert problem == ("scrape.api.profiling_config.profile.custom.my_cpu: write.legacy has api: ingest, where "
+                       "Pyroscope stores a profile named 'my_cpu' as 'process_cpu'; rename the type or use api: push")
+
+
+def test_the_same_custom_type_is_fine_for_the_push_api() -> None:
+    config = parse_config_text("""
+scrape:
+  api:
+    targets: [{__address__: "h:1"}]
+    forward_to: [pyro]
+    profiling_config: {profile.custom: {my_cpu: {enabled: true, path: /debug/cpu2}}}
+write:
+  pyro: {type: pyroscope, url: "http://p:4040"}
+""")
+    assert config.scrape["api"].profiling_config.enabled_types()["my_cpu"][0] == "my_cpu"
