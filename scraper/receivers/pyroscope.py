@@ -221,7 +221,8 @@ def limit_problems(labels: list[tuple[str, str]], facts: ProfileFacts, *, max_sa
 
 def ingest_name(labels: list[tuple[str, str]]) -> str:
     """The ``name`` query parameter of ``/ingest``: ``<service_name>{k=v,...}`` over every label but
-    ``service_name`` and ``__name__`` (the server derives the profile type from the profile).
+    ``service_name`` and those starting with ``__`` (the server ignores those, names the profile from
+    the form and sets ``__delta__`` itself).
 
     Raises ValueError when the labels cannot be written in that form.
     """
@@ -233,7 +234,7 @@ def ingest_name(labels: list[tuple[str, str]]) -> str:
         )
     pairs = []
     for name, value in labels:
-        if name in ("service_name", "__name__"):
+        if name == "service_name" or name.startswith("__"):
             continue
         if not _INGEST_LABEL_NAME.fullmatch(name):
             raise ValueError(f"label name {name!r} is not letters, digits, _ and . as the ingest API requires")

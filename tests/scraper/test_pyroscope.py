@@ -590,6 +590,11 @@ def test_ingest_api_refuses_before_sending_a_name_the_server_would_replace(
     assert pyroscope.requests == []
 
 
+def test_ingest_api_leaves_double_underscore_labels_to_the_server(pyroscope: PyroscopeStandIn) -> None:
+    receiver(pyroscope.url, api="ingest").push(make_profile(labels=_labels_with(__delta__="false")))
+    assert pyroscope.pushes[0].query["name"] == ["api{instance=10.0.0.7:6060,job=api,team=core}"]
+
+
 def test_ingest_api_counts_the_labels_the_server_adds(pyroscope: PyroscopeStandIn) -> None:
     labels = {**PLAN_LABELS, **{f"l{i:02d}": "v" for i in range(24)}}  # 29: fits the push API
     receiver(pyroscope.url).push(make_profile(labels=labels))
