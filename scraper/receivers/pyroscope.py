@@ -63,8 +63,9 @@ _INGEST_NAME_RULES = (("cpu", "process_cpu"), ("alloc_", "memory"), ("inuse_", "
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _INFLATE_STEP = 256 * 1024
-# Profiles up to this size are kept from the measuring pass for parsing; a larger one (rare, and
-# at most MAX_PROFILE_BYTES) is inflated again, so a gzip bomb never costs more than this at once.
+# The measuring pass keeps what it inflates, for parsing, up to the size the gzip trailer states
+# (Go writes one member), or up to this much when the trailer states more than the limit: a gzip
+# bomb then costs no more than this at once, and a lying trailer no more than the limit.
 _KEEP_INFLATED = 1024 * 1024
 # An answer is an empty PushResponse or a short error; read no more than this of it.
 _MAX_ANSWER_BYTES = 64 * 1024
@@ -104,13 +105,15 @@ def series_labels(labels: dict[str, str], external_labels: dict[str, str]) -> li
 
 def _inflated(body: bytes, limit: int) -> tuple[int, bytes | None]:
     """The size of ``body`` once gunzipped (every gzip member), or of ``body`` itself when it is not
-    gzip, and those bytes when they are at most ``_KEEP_INFLATED`` (else None). Stops counting past
-    ``limit``: the size is then some number above ``limit``.
+    gzip, and those bytes when they were kept (see ``_KEEP_INFLATED``; else None). Stops counting
+    past ``limit``: the size is then some number above ``limit``.
 
     Raises ValueError when the gzip stream is corrupt or cut short.
     """
     if not body.startswith(_GZIP_MAGIC):
         return len(body), body
+    stated = int.from_bytes(body[-4:], "little")  # ISIZE of the last member
+    keep = stated if stated <= limit else _KEEP_INFLATED
     total = 0
     kept: list[bytes] | None = []
     rest = body
@@ -128,7 +131,7 @@ def _inflated(body: bytes, limit: int) -> tuple[int, bytes | None]:
                 total += len(chunk)
                 if total > limit:
                     return total, None
-                if kept is not None and total <= _KEEP_INFLATED:
+                if kept is not None and total <= keep:
                     kept.append(chunk)
                 else:
                     kept = None
@@ -175,7 +178,7 @@ def profile_facts(body: bytes) -> ProfileFacts:
     size, data = _inflated(body, MAX_PROFILE_BYTES)
     if size > MAX_PROFILE_BYTES:
         return ProfileFacts(size, [], 0)
-    if data is None:  # over _KEEP_INFLATED but within the limit: safe to inflate whole
+    if data is None:  # not kept, but within the limit: safe to inflate whole
         data = gzip.decompress(body)
     try:
         head = _ProfileHead.FromString(data)

@@ -401,6 +401,15 @@ def test_max_samples_sets_the_limit_and_0_lifts_it(pyroscope: PyroscopeStandIn) 
     assert len(pyroscope.pushes) == 1
 
 
+def test_a_profile_in_several_gzip_members_is_measured_whole(pyroscope: PyroscopeStandIn) -> None:
+    raw = gzip.decompress(_profile_with(16_001))
+    two_members = gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])  # the last trailer states only part
+    with pytest.raises(PushRejected, match="16001 samples"):
+        receiver(pyroscope.url).push(make_profile(body=two_members))
+    receiver(pyroscope.url, max_samples=0).push(make_profile(body=two_members))
+    assert parse_pprof(pyroscope.pushes[0].series[0].samples[0].raw_profile) == parse_pprof(raw)
+
+
 def test_a_sample_type_name_with_a_dash_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
     with pytest.raises(PushRejected, match="sample type 'inuse-space' contains '-'"):
         receiver(pyroscope.url).push(make_profile(body=_profile_with(3, "inuse-space")))
