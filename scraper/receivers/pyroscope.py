@@ -206,6 +206,8 @@ def limit_problems(labels: list[tuple[str, str]], facts: ProfileFacts, *, max_sa
             problems.append(f"label name {name!r} does not match [a-zA-Z_][a-zA-Z0-9_.]* (strict_label_names)")
         if len(value.encode()) > MAX_LABEL_VALUE_BYTES:
             problems.append(f"the value of label {name[:40]!r} is longer than {MAX_LABEL_VALUE_BYTES} bytes")
+    if not dict(labels).get("service_name"):
+        problems.append("the service_name label is empty")
     name = dict(labels).get("__name__", "")
     if not name:
         problems.append("the profile has no name (__name__ is empty)")

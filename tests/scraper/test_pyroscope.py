@@ -334,8 +334,10 @@ def _labels_with(**extra: str) -> dict[str, str]:
         (_labels_with(**{"n" * 1025: "v"}), "is longer than 1024 bytes"),
         (_labels_with(big="v" * 2049), "the value of label 'big' is longer than 2048 bytes"),
         (_labels_with(big="é" * 1025), "the value of label 'big' is longer than 2048 bytes"),  # bytes, not characters
+        (_labels_with(service_name=""), "the service_name label is empty"),
+        (_labels_with(__name__=""), "the profile has no name (__name__ is empty)"),
     ],
-    ids=["31-labels", "long-name", "long-value", "long-utf8-value"],
+    ids=["31-labels", "long-name", "long-value", "long-utf8-value", "no-service-name", "no-profile-name"],
 )
 def test_labels_over_pyroscopes_limits_are_rejected_before_sending(
     pyroscope: PyroscopeStandIn, labels: dict[str, str], reason: str
