@@ -367,6 +367,12 @@ class PyroscopeReceiverConfig(_Model):
     max_backoff_period: Duration = timedelta(minutes=5)
     max_backoff_retries: int = Field(default=10, ge=0)
     retry_on_http_429: bool = True
+    #: most samples a profile may have (Pyroscope's validation.max-profile-stacktrace-samples); 0: no limit
+    max_samples: int = Field(default=16_000, ge=0)
+    #: label names as Pyroscope 1.x requires them ([a-zA-Z_][a-zA-Z0-9_.]*); 2.x takes any UTF-8 name
+    strict_label_names: bool = False
+    #: the server's validation.reject-older-than: `deadletter replay` leaves profiles older than this; 0: none
+    reject_older_than: Duration = timedelta(hours=1)
 
     @field_validator("url")
     @classmethod
@@ -405,6 +411,7 @@ class Config(_Model):
                 if name not in self.write:
                     known = ", ".join(sorted(self.write)) or "none defined"
                     problems.append(f"scrape.{job_key}.forward_to: {name!r} is not a receiver under write: ({known})")
+        problems += self._ingest_renames()
         names: dict[str, str] = {}
         for job_key, job in self.scrape.items():
             name = job.job_name or job_key
@@ -414,6 +421,25 @@ class Config(_Model):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _ingest_renames(self) -> list[str]:
+        """Custom profile types that an ``api: ingest`` receiver cannot store under their own name."""
+        # Imported here: the receiver module imports this one; its naming rules are Pyroscope's.
+        from .receivers.pyroscope import ingest_stored_name
+
+        ingest = [name for name, receiver in self.write.items()
+                  if isinstance(receiver, PyroscopeReceiverConfig) and receiver.api == "ingest"]
+        problems = []
+        for job_key, job in self.scrape.items():
+            for name, profile in job.profiling_config.custom.items():
+                stored = ingest_stored_name(name, [])
+                if not profile.enabled or stored == name:
+                    continue
+                for receiver in (r for r in job.forward_to if r in ingest):
+                    problems.append(
+                        f"scrape.{job_key}.profiling_config.profile.custom.{name}: write.{receiver} has api: ingest, "
+                        f"where Pyroscope stores a profile named {name!r} as {stored!r}; rename the type or use api: push")
+        return problems
 
     def job_name(self, job_key: str) -> str:
         """The ``job`` label of a job: its ``job_name``, else its key under ``scrape:``."""

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import msgpack
 import redis
 
 from . import keys
+from .config import Config, PyroscopeReceiverConfig
 from .receivers import Profile
 
 log = logging.getLogger(__name__)
@@ -149,10 +151,15 @@ class DeadLetter:
     def profile(self) -> Profile:
         return Profile(id=self.id, labels=self.labels, body=self.body, start=self.start, end=self.end, url=self.url)
 
-    def summary(self) -> dict[str, object]:
-        """The entry without its body, for listing."""
+    def age_s(self, now: float) -> float:
+        """Seconds since the profile was scraped: what a store's ingestion window is measured against."""
+        return now - self.start
+
+    def summary(self, now: float) -> dict[str, object]:
+        """The entry without its body, with its age at ``now``, for listing."""
         out = asdict(self)
         out["body_bytes"] = len(out.pop("body"))
+        out["age_s"] = round(self.age_s(now), 1)
         return out
 
 
@@ -181,13 +188,31 @@ def list_dead_letters(client: redis.Redis, limit: int = 100) -> list[DeadLetter]
     return [DeadLetter(**msgpack.unpackb(item, raw=False)) for item in reversed(raw)]
 
 
-def take_dead_letter(client: redis.Redis) -> DeadLetter | None:
-    """Remove and return the oldest dead letter; None when there is none."""
-    item = client.rpop(keys.DEADLETTER)
-    if item is None:
-        return None
-    client.decrby(keys.DEADLETTER_BYTES, len(item))
-    return DeadLetter(**msgpack.unpackb(item, raw=False))
+def ingestion_windows(config: Config) -> dict[str, float]:
+    """Seconds after its scrape that each receiver's store still takes a profile (Pyroscope refuses
+    older ones for good: its ``reject_older_than``); receivers without such a window are absent."""
+    return {name: receiver.reject_older_than.total_seconds() for name, receiver in config.write.items()
+            if isinstance(receiver, PyroscopeReceiverConfig) and receiver.reject_older_than.total_seconds() > 0}
+
+
+def take_dead_letters(client: redis.Redis, limit: int,
+                      leave: Callable[[DeadLetter], bool]) -> tuple[list[DeadLetter], list[DeadLetter]]:
+    """Remove and return up to ``limit`` dead letters, oldest first, except those ``leave`` says to
+    leave in the list; return (taken, left). Entries dead-lettered meanwhile are not disturbed."""
+    taken: list[DeadLetter] = []
+    left: list[DeadLetter] = []
+    while len(taken) < limit:
+        # the oldest entry not yet left: those left stay at the tail, behind it
+        raw = client.lrange(keys.DEADLETTER, -(len(left) + 1), -(len(left) + 1))
+        if not raw:
+            break
+        entry = DeadLetter(**msgpack.unpackb(raw[0], raw=False))
+        if leave(entry):
+            left.append(entry)
+        elif client.lrem(keys.DEADLETTER, -1, raw[0]):  # 0 when the budget trimmed it meanwhile
+            client.decrby(keys.DEADLETTER_BYTES, len(raw[0]))
+            taken.append(entry)
+    return taken, left
 
 
 def purge_dead_letters(client: redis.Redis) -> int:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from .config import Config, ScrapeJob
+from .config import BUILTIN_PROFILE_TYPES, Config, ScrapeJob
 from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
 
@@ -46,7 +46,8 @@ class ScrapeSpec:
     url: str
     #: labels of the stored profile: public target labels, job, instance, service_name, __name__
     labels: dict[str, str]
-    #: the target's labels without ``__meta_*``: what a task message carries to rebuild this spec
+    #: the target's labels without ``__meta_*`` and with ``service_name`` resolved: what a task
+    #: message carries to rebuild this spec
     target_labels: dict[str, str]
     interval_s: float
     timeout_s: float
@@ -122,6 +123,21 @@ def infer_service_name(labels: dict[str, str], job_name: str) -> str:
     return job_name
 
 
+def message_labels(labels: dict[str, str], service_name: str) -> dict[str, str]:
+    """What a task message carries of a target: its labels without ``__meta_*`` (bulky, and only
+    read here), with ``service_name`` resolved, so that a worker rebuilds exactly the labels the
+    plan shows even when the name was inferred from the metadata it does not get."""
+    kept = {k: v for k, v in labels.items() if not k.startswith(META_PREFIX)}
+    kept["service_name"] = service_name
+    return kept
+
+
+def target_profile_name(name: str) -> str:
+    """The ``__name__`` a target's own ``__name__`` label stores profiles under, as Alloy maps it: a
+    godeltaprof type's name becomes the plain one (``godeltaprof_memory`` → ``memory``)."""
+    return BUILTIN_PROFILE_TYPES[name][0] if name in BUILTIN_PROFILE_TYPES else name
+
+
 def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
     """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
     return _key(job, profile_type, _label_part(labels))
@@ -181,6 +197,7 @@ class _Target:
         self.address = with_port(labels[ADDRESS], self.scheme)
         self.prefix = labels.get(PROFILE_PATH_PREFIX, job.profiling_config.path_prefix).rstrip("/")
         self.path_override = labels.get(PROFILE_PATH)
+        self.name_override = target_profile_name(labels[NAME]) if labels.get(NAME) else None
         self.query: dict[str, list[str]] = {k: list(v) for k, v in job.params.items()}
         for name, value in labels.items():
             if name.startswith(PARAM_PREFIX):
@@ -190,7 +207,7 @@ class _Target:
         self.labels.setdefault("job", job_name)
         self.labels.setdefault("instance", self.address)
         self.labels["service_name"] = infer_service_name(labels, job_name)
-        self.target_labels = {k: v for k, v in labels.items() if not k.startswith(META_PREFIX)}
+        self.target_labels = message_labels(labels, self.labels["service_name"])
         self.discovered = discovered if discovered is not None else labels
         self.interval_s = job.scrape_interval.total_seconds()
         self.timeout_s = job.scrape_timeout.total_seconds()
@@ -207,7 +224,7 @@ class _Target:
 
     def spec(self, profile_type: str, stored_name: str, path: str, delta: bool) -> ScrapeSpec:
         url = f"{self.scheme}://{self.address}{self.prefix}{self.path_override or path}{self.queries[delta]}"
-        labels = {**self.labels, NAME: stored_name}
+        labels = {**self.labels, NAME: self.name_override or stored_name}
         key = _key(self.job_key, profile_type, self.label_part)
         return ScrapeSpec(
             job=self.job_key,

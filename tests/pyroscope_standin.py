@@ -6,7 +6,9 @@ the scraper pushes to, checks what it gets as Pyroscope would, and records every
   gzip) and parse as a ``perftools.profiles.Profile`` with at least one sample type, else the
   answer is 400 ``invalid_argument``.
 - ``POST /ingest`` (and ``/pyroscope/ingest``): ``name``/``from``/``until``/``format`` query
-  parameters, the raw pprof as the body.
+  parameters, the raw pprof as the body with ``format=pprof``, or (without ``format``) a
+  ``multipart/form-data`` body with a ``profile`` and an optional ``sample_type_config``; the
+  series labels are derived as Pyroscope derives them (``RecordedRequest.ingest_labels``).
 
 Tell it to require credentials (``basic_auth``, ``bearer_token``, ``tenant``), to answer a queue
 of statuses before the next 200 (:meth:`PyroscopeStandIn.answer`), or to hold answers until
@@ -25,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import base64
+import email.policy
 import gzip
 import json
 import ssl
@@ -32,6 +35,7 @@ import threading
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -77,6 +81,8 @@ class RecordedRequest:
     series: list[Series] = field(default_factory=list)
     #: the decoded profile (ingest API)
     profile: profile_pb2.Profile | None = None
+    #: the labels Pyroscope would store the ingested profile with (ingest API)
+    ingest_labels: dict[str, str] = field(default_factory=dict)
     #: the host of an absolute-form request line: this request came through as a proxy
     proxied_host: str | None = None
     #: the subject of the client's TLS certificate, when it presented one
@@ -307,13 +313,55 @@ class PyroscopeStandIn:
     def _ingest(self, request: RecordedRequest) -> _Answer:
         if not request.query.get("name"):
             return _Answer(400, {}, b"name: required\n")
-        if request.query.get("format") != ["pprof"]:
-            return _Answer(422, {}, b"the stand-in only takes format=pprof\n")
+        display: dict[str, dict[str, str]] = {}
+        if request.query.get("format") == ["pprof"]:
+            raw = request.body
+        elif "multipart/form-data" in request.content_type and "format" not in request.query:
+            parts = _form_parts(request.content_type, request.body)
+            if "profile" not in parts:
+                return _Answer(422, {}, b"no profile in the form\n")
+            raw = parts["profile"]
+            display = json.loads(parts.get("sample_type_config", b"{}"))
+        else:
+            return _Answer(422, {}, b"the stand-in takes format=pprof or a multipart pprof form\n")
         try:
-            request.profile = parse_pprof(request.body)
+            request.profile = parse_pprof(raw)
         except ValueError as exc:
             return _Answer(422, {}, f"{exc}\n".encode())
+        app, _, rest = request.query["name"][0].partition("{")
+        pairs = dict(pair.split("=", 1) for pair in rest.rstrip("}").split(",") if pair)
+        sample_types = [request.profile.string_table[vt.type] for vt in request.profile.sample_type]
+        request.ingest_labels = {"__name__": _ingest_metric_name(sample_types, display), "__delta__": "false",
+                                 "pyroscope_spy": "unknown", "service_name": app.strip(),
+                                 **{k.strip(): v.strip() for k, v in pairs.items()}}
         return _Answer(200, {}, b"")
+
+
+def _form_parts(content_type: str, body: bytes) -> dict[str, bytes]:
+    """The fields of a multipart/form-data body, by name."""
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + body)
+    return {part.get_param("name", header="content-disposition"): part.get_payload(decode=True)
+            for part in message.iter_parts()}
+
+
+def _ingest_metric_name(sample_types: list[str], display: dict[str, dict[str, str]]) -> str:
+    """The ``__name__`` Pyroscope gives a pprof profile on /ingest (pkg/og/convert/pprof metricName),
+    with Pyroscope's default display names unless the form's sample_type_config gives others."""
+    if "wall" in sample_types:
+        return "wall"
+    defaults = {"samples": "cpu", "goroutine": "goroutines", "contentions": "mutex_count", "delay": "mutex_duration"}
+    name = ""
+    for sample_type in sample_types:
+        name = display.get(sample_type, {}).get("display-name") or defaults.get(sample_type, sample_type)
+        if "cpu" in name:
+            return "process_cpu"
+        if "alloc_" in name or "inuse_" in name or name in ("space", "objects"):
+            return "memory"
+        for part, metric in (("mutex_", "mutex"), ("block_", "block"), ("goroutines", "goroutines")):
+            if part in name:
+                return metric
+    return name
 
 
 def _invalid(message: str) -> _Answer:

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import redis
@@ -136,24 +137,36 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     from scraper import delivery
     from scraper.broker import broker_url, connect_redis
 
-    client = connect_redis(broker_url(_settings()))
+    settings = _settings()
+    client = connect_redis(broker_url(settings))
+    now = time.time()
     if args.action == "list":
         for entry in delivery.list_dead_letters(client, limit=args.limit):
-            print(json.dumps(entry.summary(), sort_keys=True))
+            print(json.dumps(entry.summary(now), sort_keys=True))
         return 0
     if args.action == "purge":
         print(f"purged {delivery.purge_dead_letters(client)} dead letters")
         return 0
     from worker.tasks import push
 
-    settings = _settings()
-    replayed = 0
-    while replayed < args.limit and (entry := delivery.take_dead_letter(client)) is not None:
+    config_path = args.config or settings.config
+    if config_path is None:
+        windows: dict[str, float] = {}
+        print("note: no --config and no SCRAPER_CONFIG, so receivers' reject_older_than is unknown: "
+              "replaying every entry", file=sys.stderr)
+    else:
+        windows = delivery.ingestion_windows(load_config(config_path))
+    taken, left = delivery.take_dead_letters(
+        client, args.limit, leave=lambda e: e.receiver in windows and e.age_s(now) >= windows[e.receiver])
+    for entry in taken:
         delivery.stash(client, entry.profile(), [entry.receiver], settings.max_pending_bytes,
                        settings.max_deadletter_bytes)
         push.apply_async(args=(entry.id, entry.receiver), argsrepr=f"{entry.receiver} replay of {entry.id}")
-        replayed += 1
-    print(f"replayed {replayed} dead letters (sent again as push tasks)")
+    print(f"replayed {len(taken)} dead letters (sent again as push tasks)")
+    if left:
+        receivers = ", ".join(f"{name} ({windows[name]:g}s)" for name in sorted({e.receiver for e in left}))
+        print(f"left {len(left)} dead letters older than their receiver's reject_older_than, which the store "
+              f"would refuse: {receivers}; `pprof-scraper deadletter purge` drops the list")
     return 0
 
 
@@ -202,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     dead = sub.add_parser("deadletter", help="pushes that used up their retries: list, replay or purge them")
     dead.add_argument("action", choices=["list", "replay", "purge"])
     dead.add_argument("--limit", type=int, default=1000, help="at most this many entries (list, replay)")
+    dead.add_argument("--config", type=Path, default=None,
+                      help="replay: the config whose receivers' reject_older_than decide which entries are too old "
+                           "to send (default: SCRAPER_CONFIG)")
     dead.set_defaults(func=cmd_deadletter)
 
     init = sub.add_parser("init", help="write a commented example config to start from")

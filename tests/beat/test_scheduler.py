@@ -54,7 +54,7 @@ def test_beat_sends_every_target_once_per_slot_with_all_its_profile_types(
     assert len(slots) == len(set(slots))
     assert len({slot[:2] for slot in slots}) == 10
     assert all(sorted(types) == ["block", "goroutine", "memory", "mutex", "process_cpu"] for _, types, _, _ in sent)
-    assert all(set(labels) == {"__address__"} for _, _, labels, _ in sent)
+    assert all(set(labels) == {"__address__", "service_name"} for _, _, labels, _ in sent)  # no __meta_*
 
 
 def test_targets_due_in_the_same_tick_share_one_task_up_to_the_limit(

@@ -172,3 +172,53 @@ def test_enable_http_2_set_explicitly_warns_that_requests_speaks_http_1_1() -> N
 
 def test_an_empty_config_is_refused_rather_than_taken_for_scrape_nothing() -> None:
     assert problems_of("# saved half-way by an editor\n") == ["the config is empty; give at least scrape: and write:"]
+
+
+PYROSCOPE = """
+scrape: {{}}
+write:
+  pyro: {{type: pyroscope, url: "http://pyroscope:4040"{extra}}}
+"""
+
+
+def test_a_pyroscope_receiver_checks_16000_samples_utf8_label_names_and_a_1h_window_by_default() -> None:
+    receiver = parse_config_text(PYROSCOPE.format(extra="")).write["pyro"]
+    assert (receiver.max_samples, receiver.strict_label_names) == (16_000, False)
+    assert receiver.reject_older_than == timedelta(hours=1)
+
+
+def test_a_reject_older_than_that_is_not_a_duration_is_refused_naming_the_field() -> None:
+    [problem] = problems_of(PYROSCOPE.format(extra=", reject_older_than: -1h"))
+    assert problem.startswith("write.pyro.reject_older_than: '-1h' is not a duration")
+
+
+def test_a_negative_max_samples_is_refused_naming_the_field() -> None:
+    [problem] = problems_of(PYROSCOPE.format(extra=", max_samples: -1"))
+    assert problem.startswith("write.pyro.max_samples: ")
+
+
+def test_a_custom_type_an_ingest_receiver_would_store_under_another_name_is_refused() -> None:
+    [problem] = problems_of("""
+scrape:
+  api:
+    targets: [{__address__: "h:1"}]
+    forward_to: [legacy]
+    profiling_config: {profile.custom: {my_cpu: {enabled: true, path: /debug/cpu2}}}
+write:
+  legacy: {type: pyroscope, url: "http://p:4040", api: ingest}
+""")
+    assert problem == ("scrape.api.profiling_config.profile.custom.my_cpu: write.legacy has api: ingest, where "
+                       "Pyroscope stores a profile named 'my_cpu' as 'process_cpu'; rename the type or use api: push")
+
+
+def test_the_same_custom_type_is_fine_for_the_push_api() -> None:
+    config = parse_config_text("""
+scrape:
+  api:
+    targets: [{__address__: "h:1"}]
+    forward_to: [pyro]
+    profiling_config: {profile.custom: {my_cpu: {enabled: true, path: /debug/cpu2}}}
+write:
+  pyro: {type: pyroscope, url: "http://p:4040"}
+""")
+    assert config.scrape["api"].profiling_config.enabled_types()["my_cpu"][0] == "my_cpu"

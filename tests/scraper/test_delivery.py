@@ -6,6 +6,7 @@ from __future__ import annotations
 import redis
 
 from scraper import delivery, keys
+from scraper.config import parse_config_text
 from scraper.receivers import Profile
 
 BIG = 10**9
@@ -78,17 +79,44 @@ def test_past_the_dead_letter_budget_the_oldest_dead_letters_are_dropped_and_cou
     assert int(redis_client.hget(keys.COUNTERS, "deadletters_dropped")) == 1
 
 
+def _never(entry: delivery.DeadLetter) -> bool:
+    return False
+
+
 def test_dead_letters_are_taken_oldest_first_and_purged_whole(redis_client: redis.Redis) -> None:
     for n in (1, 2, 3):
         delivery.dead_letter(redis_client, delivery.DeadLetter.of(profile(n), "files", "down", 5), BIG)
-    assert delivery.take_dead_letter(redis_client).id == "id-1"
+    taken, _ = delivery.take_dead_letters(redis_client, 1, leave=_never)
+    assert [e.id for e in taken] == ["id-1"]
     assert delivery.purge_dead_letters(redis_client) == 2
-    assert delivery.take_dead_letter(redis_client) is None
+    assert delivery.take_dead_letters(redis_client, 10, leave=_never) == ([], [])
     assert int(redis_client.get(keys.DEADLETTER_BYTES) or 0) == 0
 
 
-def test_a_dead_letter_lists_without_its_body(redis_client: redis.Redis) -> None:
+def test_dead_letters_to_be_left_stay_in_the_list_and_the_rest_are_taken(redis_client: redis.Redis) -> None:
+    for n in (1, 2, 3, 4):
+        delivery.dead_letter(redis_client, delivery.DeadLetter.of(profile(n), "files", "down", 5), BIG)
+    taken, left = delivery.take_dead_letters(redis_client, 10, leave=lambda e: e.id in ("id-1", "id-3"))
+    assert ([e.id for e in taken], [e.id for e in left]) == (["id-2", "id-4"], ["id-1", "id-3"])
+    assert [e.id for e in delivery.list_dead_letters(redis_client)] == ["id-1", "id-3"]
+    remaining = sum(len(raw) for raw in redis_client.lrange(keys.DEADLETTER, 0, -1))
+    assert int(redis_client.get(keys.DEADLETTER_BYTES)) == remaining
+
+
+def test_a_dead_letter_lists_without_its_body_and_with_its_age(redis_client: redis.Redis) -> None:
     delivery.dead_letter(redis_client, delivery.DeadLetter.of(profile(7, size=321), "pyro", "HTTP 400", 1), BIG)
-    summary = delivery.list_dead_letters(redis_client)[0].summary()
+    summary = delivery.list_dead_letters(redis_client)[0].summary(now=7 + 3600.04)
     assert summary["body_bytes"] == 321 and "body" not in summary
     assert summary["error"] == "HTTP 400"
+    assert summary["age_s"] == 3600.0  # since the scrape started
+
+
+def test_the_ingestion_window_is_pyroscopes_reject_older_than_and_the_file_store_has_none() -> None:
+    config = parse_config_text("""
+write:
+  files: {type: file}
+  pyro: {type: pyroscope, url: "http://p:4040"}
+  pyro_2h: {type: pyroscope, url: "http://p:4040", reject_older_than: 2h}
+  pyro_any: {type: pyroscope, url: "http://p:4040", reject_older_than: "0"}
+""")
+    assert delivery.ingestion_windows(config) == {"pyro": 3600.0, "pyro_2h": 7200.0}

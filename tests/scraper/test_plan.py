@@ -171,3 +171,36 @@ def test_a_job_missing_from_this_processs_config_is_named() -> None:
 def test_meta_labels_stay_out_of_the_message() -> None:
     config = parse_config_text(one_job(target='{__address__: "h:1", __meta_kubernetes_pod_name: p}'))
     assert all("__meta_kubernetes_pod_name" not in s.target_labels for s in plan(config))
+
+
+def test_a_worker_rebuilds_the_inferred_service_name_from_a_message_without_metadata() -> None:
+    config = parse_config_text(one_job(target='{__address__: "10.1.2.3:6060", __meta_kubernetes_namespace: shop, '
+                                              '__meta_kubernetes_pod_container_name: cart}'))
+    for spec in plan(config):
+        assert spec.labels["service_name"] == "shop/cart"
+        assert not any(name.startswith("__meta_") for name in spec.target_labels)
+        assert spec_for(config, spec.job, spec.target_labels, spec.profile_type) == spec
+
+
+def test_resolving_service_name_into_the_message_keeps_the_targets_key_and_slot() -> None:
+    inferred = plan(parse_config_text(one_job(target='{__address__: "h:1", __meta_docker_container_name: web}')))
+    explicit = plan(parse_config_text(one_job(target='{__address__: "h:1", service_name: web}')))
+    assert [(s.key, s.target_key, s.offset_s) for s in inferred] == [(s.key, s.target_key, s.offset_s) for s in explicit]
+
+
+def test_a_target_label_name_overrides_the_profile_name_of_every_type_as_alloy_honours_it() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: app_heap}'))
+    specs = plan(config)
+    assert {s.labels["__name__"] for s in specs} == {"app_heap"}
+    assert len({s.key for s in specs}) == len(specs)  # still one series and slot per profile type
+    assert all(spec_for(config, s.job, s.target_labels, s.profile_type) == s for s in specs)
+
+
+def test_a_target_naming_a_godeltaprof_type_stores_it_under_the_plain_name() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: godeltaprof_mutex}'))
+    assert {s.labels["__name__"] for s in plan(config)} == {"mutex"}
+
+
+def test_an_empty_target_name_label_leaves_the_profile_types_names() -> None:
+    config = parse_config_text(one_job(target='{__address__: "h:1", __name__: ""}'))
+    assert {s.labels["__name__"] for s in plan(config)} == {"memory", "block", "goroutine", "mutex", "process_cpu"}

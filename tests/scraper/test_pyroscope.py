@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import trustme
 
 from tests.pyroscope_standin import PUSH_PATH, PyroscopeStandIn, parse_pprof
@@ -281,10 +282,11 @@ def test_400_is_rejected_with_the_servers_message_and_not_retried(pyroscope: Pyr
     assert len(pyroscope.requests) == 1
 
 
-def test_a_profile_the_server_cannot_parse_is_rejected_with_its_reason(pyroscope: PyroscopeStandIn) -> None:
+def test_a_profile_the_server_could_not_parse_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
     not_pprof = (Path(__file__).parent.parent / "data" / "bad" / "gzip_of_garbage.pb.gz").read_bytes()
-    with pytest.raises(PushRejected, match="invalid_argument: raw_profile is not a pprof profile"):
+    with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it: the profile is not a pprof profile"):
         receiver(pyroscope.url).push(make_profile(body=not_pprof))
+    assert pyroscope.requests == []
 
 
 def test_a_4xx_whose_connect_code_is_retryable_is_unavailable(pyroscope: PyroscopeStandIn) -> None:
@@ -332,10 +334,10 @@ def _labels_with(**extra: str) -> dict[str, str]:
         (_labels_with(**{"n" * 1025: "v"}), "is longer than 1024 bytes"),
         (_labels_with(big="v" * 2049), "the value of label 'big' is longer than 2048 bytes"),
         (_labels_with(big="é" * 1025), "the value of label 'big' is longer than 2048 bytes"),  # bytes, not characters
-        (_labels_with(**{"bad-name": "v"}), "label name 'bad-name' does not match"),
-        (_labels_with(**{"1st": "v"}), "label name '1st' does not match"),
+        (_labels_with(service_name=""), "the service_name label is empty"),
+        (_labels_with(__name__=""), "the profile has no name (__name__ is empty)"),
     ],
-    ids=["31-labels", "long-name", "long-value", "long-utf8-value", "dash-in-name", "digit-first"],
+    ids=["31-labels", "long-name", "long-value", "long-utf8-value", "no-service-name", "no-profile-name"],
 )
 def test_labels_over_pyroscopes_limits_are_rejected_before_sending(
     pyroscope: PyroscopeStandIn, labels: dict[str, str], reason: str
@@ -343,6 +345,76 @@ def test_labels_over_pyroscopes_limits_are_rejected_before_sending(
     with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it") as caught:
         receiver(pyroscope.url).push(make_profile(labels=labels))
     assert reason in str(caught.value)
+    assert pyroscope.requests == []
+
+
+def test_any_utf8_label_name_is_sent_as_pyroscope_2_takes_it(pyroscope: PyroscopeStandIn) -> None:
+    labels = _labels_with(**{"bad-name": "v", "1st": "v", "ünïcode": "v"})
+    receiver(pyroscope.url).push(make_profile(labels=labels))
+    assert {"bad-name", "1st", "ünïcode"} <= pyroscope.pushes[0].series[0].label_dict.keys()
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        (_labels_with(**{"bad-name": "v"}), "label name 'bad-name' does not match [a-zA-Z_][a-zA-Z0-9_.]*"),
+        (_labels_with(**{"1st": "v"}), "label name '1st' does not match"),
+        (_labels_with(__name__="app.heap"), "the profile name (__name__) 'app.heap' does not match"),
+    ],
+    ids=["dash-in-name", "digit-first", "dot-in-profile-name"],
+)
+def test_strict_label_names_refuses_what_pyroscope_1_refuses(
+    pyroscope: PyroscopeStandIn, labels: dict[str, str], reason: str
+) -> None:
+    with pytest.raises(PushRejected, match="not sent, Pyroscope would refuse it") as caught:
+        receiver(pyroscope.url, strict_label_names=True).push(make_profile(labels=labels))
+    assert reason in str(caught.value)
+    assert pyroscope.requests == []
+
+
+def test_strict_label_names_takes_dots_which_pyroscope_1_turns_into_underscores(pyroscope: PyroscopeStandIn) -> None:
+    receiver(pyroscope.url, strict_label_names=True).push(make_profile(labels=_labels_with(**{"k8s.pod": "p"})))
+    assert len(pyroscope.pushes) == 1
+
+
+def _profile_with(samples: int, sample_type: str = "samples") -> bytes:
+    """A gzipped pprof profile of ``samples`` samples of one sample type."""
+    profile = profile_pb2.Profile(string_table=["", sample_type, "count", "main"])
+    profile.sample_type.add(type=1, unit=2)
+    profile.function.add(id=1, name=3)
+    profile.location.add(id=1).line.add(function_id=1)
+    for value in range(1, samples + 1):
+        profile.sample.add(location_id=[1], value=[value])
+    return gzip.compress(profile.SerializeToString())
+
+
+def test_a_profile_over_16000_samples_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
+    push = receiver(pyroscope.url)
+    push.push(make_profile(body=_profile_with(16_000)))
+    with pytest.raises(PushRejected, match=r"16001 samples, more than max_samples \(16000\)"):
+        push.push(make_profile(body=_profile_with(16_001)))
+    assert len(pyroscope.requests) == 1
+
+
+def test_max_samples_sets_the_limit_and_0_lifts_it(pyroscope: PyroscopeStandIn) -> None:
+    with pytest.raises(PushRejected, match=r"more than max_samples \(10\)"):
+        receiver(pyroscope.url, max_samples=10).push(make_profile(body=_profile_with(11)))
+    receiver(pyroscope.url, max_samples=0).push(make_profile(body=_profile_with(20_000)))
+    assert len(pyroscope.pushes) == 1
+
+
+def test_a_profile_in_several_gzip_members_is_measured_whole(pyroscope: PyroscopeStandIn) -> None:
+    raw = gzip.decompress(_profile_with(16_001))
+    two_members = gzip.compress(raw[:1000]) + gzip.compress(raw[1000:])  # the last trailer states only part
+    with pytest.raises(PushRejected, match="16001 samples"):
+        receiver(pyroscope.url).push(make_profile(body=two_members))
+    receiver(pyroscope.url, max_samples=0).push(make_profile(body=two_members))
+    assert parse_pprof(pyroscope.pushes[0].series[0].samples[0].raw_profile) == parse_pprof(raw)
+
+
+def test_a_sample_type_name_with_a_dash_is_rejected_before_sending(pyroscope: PyroscopeStandIn) -> None:
+    with pytest.raises(PushRejected, match="sample type 'inuse-space' contains '-'"):
+        receiver(pyroscope.url).push(make_profile(body=_profile_with(3, "inuse-space")))
     assert pyroscope.requests == []
 
 
@@ -451,7 +523,7 @@ def test_no_error_message_contains_a_secret(tmp_path: Path) -> None:
             collect(push)
             pyroscope.answer(429, headers={"Retry-After": "1"})
             collect(push)
-            collect(push, make_profile(labels=_labels_with(**{"bad-name": "v"})))
+            collect(push, make_profile(labels=_labels_with(**{"n" * 1025: "v"})))
         release = pyroscope.hold()
         collect(receiver(authed_url, remote_timeout="100ms", headers={"X-Scope-OrgID": secrets["header"]}))
         release.set()
@@ -474,24 +546,72 @@ def test_no_error_message_contains_a_secret(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the legacy /ingest API
 
 
-def test_ingest_api_posts_the_raw_profile_with_name_from_until_and_format(pyroscope: PyroscopeStandIn) -> None:
+def test_ingest_api_posts_the_profile_as_a_form_with_name_from_and_until(pyroscope: PyroscopeStandIn) -> None:
     push = receiver(pyroscope.url, api="ingest", headers={"X-Scope-OrgID": "team-a"},
                     external_labels={"cluster": "eu-1"})
     push.push(make_profile())
 
     [request] = pyroscope.pushes
     assert request.path == "/ingest"
-    assert request.content_type == "application/octet-stream"
-    assert request.body == CPU
+    assert request.content_type.startswith("multipart/form-data; boundary=")
     assert request.query == {
         "name": ["api{cluster=eu-1,instance=10.0.0.7:6060,job=api,team=core}"],
         "from": ["1767225600"],
         "until": ["1767225615"],
-        "format": ["pprof"],
     }
     assert request.headers["x-scope-orgid"] == "team-a"
     assert request.headers["user-agent"] == USER_AGENT
-    assert request.profile is not None and request.profile.sample_type
+    assert request.profile == parse_pprof(CPU)
+
+
+#: Go profiles and the name each is pushed under.
+GO_NAMES = {"cpu_1": "process_cpu", "allocs_1": "memory", "heap_1": "memory", "block_1": "block",
+            "mutex_1": "mutex", "goroutine_1": "goroutine", "fgprof_1": "fgprof", "block_delta_1": "block"}
+
+
+@pytest.mark.parametrize(("file", "name"), sorted(GO_NAMES.items()))
+def test_ingest_api_stores_every_type_under_the_name_and_values_the_push_api_does(file: str, name: str) -> None:
+    body = (GO / f"{file}.pb.gz").read_bytes()
+    profile = make_profile(body=body, labels=_labels_with(__name__=name))
+    with PyroscopeStandIn() as pyroscope:
+        receiver(pyroscope.url).push(profile)
+        receiver(pyroscope.url, api="ingest").push(profile)
+        pushed, ingested = pyroscope.pushes
+    assert ingested.ingest_labels == {**pushed.series[0].label_dict, "__delta__": "false", "pyroscope_spy": "unknown"}
+    assert ingested.profile == pushed.series[0].samples[0].profile == parse_pprof(body)
+
+
+@pytest.mark.parametrize(("file", "filed_as"), [("block_1", "mutex"), ("goroutine_1", "goroutines"),
+                                                ("fgprof_1", "process_cpu"), ("mutex_1", "mutex")])
+def test_the_stand_in_names_a_bare_ingested_profile_as_pyroscope_does(
+    pyroscope: PyroscopeStandIn, file: str, filed_as: str
+) -> None:
+    requests.post(f"{pyroscope.url}/ingest", params={"name": "api{}", "format": "pprof"},
+                  data=(GO / f"{file}.pb.gz").read_bytes(), timeout=10)
+    assert pyroscope.pushes[0].ingest_labels["__name__"] == filed_as
+
+
+@pytest.mark.parametrize(("name", "filed_as"), [("my_cpu", "process_cpu"), ("alloc_rate", "memory"),
+                                                ("objects", "memory"), ("block_waits", "block")])
+def test_ingest_api_refuses_before_sending_a_name_the_server_would_replace(
+    pyroscope: PyroscopeStandIn, name: str, filed_as: str
+) -> None:
+    with pytest.raises(PushRejected, match=f"stores profile '{name}' .* as '{filed_as}' whatever the client says"):
+        receiver(pyroscope.url, api="ingest").push(make_profile(labels=_labels_with(__name__=name)))
+    assert pyroscope.requests == []
+
+
+def test_ingest_api_leaves_double_underscore_labels_to_the_server(pyroscope: PyroscopeStandIn) -> None:
+    receiver(pyroscope.url, api="ingest").push(make_profile(labels=_labels_with(__delta__="false")))
+    assert pyroscope.pushes[0].query["name"] == ["api{instance=10.0.0.7:6060,job=api,team=core}"]
+
+
+def test_ingest_api_counts_the_labels_the_server_adds(pyroscope: PyroscopeStandIn) -> None:
+    labels = {**PLAN_LABELS, **{f"l{i:02d}": "v" for i in range(24)}}  # 29: fits the push API
+    receiver(pyroscope.url).push(make_profile(labels=labels))
+    with pytest.raises(PushRejected, match="31 labels, more than the 30 allowed"):
+        receiver(pyroscope.url, api="ingest").push(make_profile(labels=labels))
+    assert len(pyroscope.requests) == 1
 
 
 def test_ingest_api_uses_the_same_auth_and_answer_mapping() -> None:
@@ -517,6 +637,10 @@ def test_ingest_api_rejects_labels_it_cannot_carry_before_sending(pyroscope: Pyr
         push.push(make_profile(labels=_labels_with(team="a,b")))
     with pytest.raises(PushRejected, match="needs a service_name label"):
         push.push(make_profile(labels=_labels_with(service_name="my app")))
+    with pytest.raises(PushRejected, match="label name 'k8s-pod' is not letters, digits, _ and ."):
+        push.push(make_profile(labels=_labels_with(**{"k8s-pod": "p"})))
+    with pytest.raises(PushRejected, match="the value of label 'team' starts or ends with a space"):
+        push.push(make_profile(labels=_labels_with(team="core ")))
     assert pyroscope.requests == []
 
 
