@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import gzip
 import io
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from google.protobuf.message import DecodeError
 
@@ -56,15 +58,6 @@ class Frame:
     base_total: int = 0
     children: dict[str, Frame] = field(default_factory=dict)
 
-    def child(self, name: str) -> Frame:
-        node = self.children.get(name)
-        if node is None:
-            node = self.children[name] = Frame(name)
-        return node
-
-    def count(self) -> int:
-        """Nodes in this subtree, itself included."""
-        return 1 + sum(c.count() for c in self.children.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,35 +163,57 @@ def parse(data: bytes, *, size_limit: int = DEFAULT_SIZE_LIMIT) -> Profile:
     return Profile(types, default, stacks, p.duration_nanos, p.time_nanos, len(p.sample))
 
 
-def tree(profile: Profile, index: int) -> Frame:
-    """The call tree of sample type ``index``: root named ``total``, children are the stacks' roots."""
-    root = Frame("total")
-    for stack, values in profile.stacks.items():
-        value = values[index]
-        if not value:
-            continue
-        root.total += value
-        node = root
-        for name in stack:
-            node = node.child(name)
-            node.total += value
-        node.self_value += value
-    return root
+def tree(profile: Profile, index: int, min_share: float = 0.0) -> tuple[Frame, int]:
+    """The call tree of sample type ``index`` (root named ``total``) and how many call paths were
+    left out for being under ``min_share`` of the total (their values stay in their callers')."""
+    columns = {stack: (values[index], 0) for stack, values in profile.stacks.items() if values[index]}
+    return _build(columns, min_share)
 
 
-def diff_tree(base: Profile, new: Profile, index_base: int, index_new: int) -> Frame:
-    """One tree holding both profiles: ``total`` from ``new``, ``base_total`` from ``base``."""
-    root = tree(new, index_new)
+def diff_tree(base: Profile, new: Profile, index_base: int, index_new: int,
+              min_share: float = 0.0) -> tuple[Frame, int]:
+    """One tree of both profiles: ``total`` from ``new``, ``base_total`` from ``base``; a call path
+    is left out when under ``min_share`` of the total in both."""
+    columns = {stack: (values[index_new], 0) for stack, values in new.stacks.items() if values[index_new]}
     for stack, values in base.stacks.items():
-        value = values[index_base]
-        if not value:
-            continue
-        root.base_total += value
-        node = root
-        for name in stack:
-            node = node.child(name)
-            node.base_total += value
-    return root
+        if values[index_base]:
+            columns[stack] = (columns.get(stack, (0, 0))[0], values[index_base])
+    return _build(columns, min_share)
+
+
+# Sorts after every function name: ``prefix + (_LAST,)`` bounds the stacks that start with ``prefix``.
+_LAST = "\U0010ffff"
+
+
+def _build(columns: dict[tuple[str, ...], tuple[int, int]], min_share: float) -> tuple[Frame, int]:
+    """The tree of ``columns`` (stack -> (value, base value)), built from the stacks in sorted order:
+    the stacks under one frame are a contiguous run, found by bisection, and summed by prefix sums,
+    so a call path under the limit costs one bisection however deep it goes."""
+    stacks = sorted(columns)
+    values = [columns[s][0] for s in stacks]
+    bases = [columns[s][1] for s in stacks]
+    sums = list(accumulate(values, initial=0))
+    base_sums = list(accumulate(bases, initial=0))
+    root = Frame("total", sums[-1], 0, base_sums[-1])
+    limit, base_limit = abs(root.total) * min_share, abs(root.base_total) * min_share
+    dropped = 0
+    pending = [(root, 0, len(stacks), 0)]
+    while pending:
+        node, lo, hi, depth = pending.pop()
+        if lo < hi and len(stacks[lo]) == depth:  # the one stack that ends here sorts first
+            node.self_value = values[lo]
+            lo += 1
+        while lo < hi:
+            name = stacks[lo][depth]
+            end = bisect_left(stacks, (*stacks[lo][:depth + 1], _LAST), lo, hi)
+            total, base_total = sums[end] - sums[lo], base_sums[end] - base_sums[lo]
+            if abs(total) >= limit and abs(total) or abs(base_total) >= base_limit and abs(base_total):
+                child = node.children[name] = Frame(name, total, 0, base_total)
+                pending.append((child, lo, end, depth + 1))
+            else:
+                dropped += 1
+            lo = end
+    return root, dropped
 
 
 def top(profile: Profile, index: int) -> list[TopRow]:
@@ -217,26 +232,6 @@ def top(profile: Profile, index: int) -> list[TopRow]:
     rows = [TopRow(name, flat.get(name, 0), c) for name, c in cum.items()]
     rows.sort(key=lambda r: (-abs(r.flat), -abs(r.cum), r.name))
     return rows
-
-
-def trim(root: Frame, min_share: float) -> int:
-    """Drop the nodes whose total, and base total in a diff, are under ``min_share`` of the root's;
-    return how many nodes went. Their values stay in their parents' totals, so widths stay true."""
-
-    def share(node: Frame) -> float:
-        new = abs(node.total) / root.total if root.total else 0.0
-        base = abs(node.base_total) / root.base_total if root.base_total else 0.0
-        return max(new, base)
-
-    dropped = 0
-    pending = [root]
-    while pending:
-        node = pending.pop()
-        kept = {name: c for name, c in node.children.items() if share(c) >= min_share}
-        dropped += sum(c.count() for name, c in node.children.items() if name not in kept)
-        node.children = kept
-        pending.extend(kept.values())
-    return dropped
 
 
 def as_json_tree(root: Frame, names: dict[str, int], diff: bool = False) -> list:

@@ -231,8 +231,7 @@ def _profile_page(library: ProfileLibrary, q: dict[str, str]) -> str:
     index = profile.type_index(q.get("type") or None)
     sample_type = profile.sample_types[index]
     sidecar = _sidecar(file)
-    root = flame.tree(profile, index)
-    hidden = flame.trim(root, MIN_SHARE)
+    root, hidden = flame.tree(profile, index, MIN_SHARE)
     labels = sidecar.get("labels", {})
     series = _series_query(store, labels)
     head = [
@@ -258,8 +257,7 @@ def _diff_page(library: ProfileLibrary, q: dict[str, str]) -> str:
     index_new = new.type_index(q.get("type") or None)
     sample_type = new.sample_types[index_new]
     index_base = base.type_index(sample_type.name)
-    root = flame.diff_tree(base, new, index_base, index_new)
-    hidden = flame.trim(root, MIN_SHARE)
+    root, hidden = flame.diff_tree(base, new, index_base, index_new, MIN_SHARE)
     base_side, new_side = _sidecar(base_file), _sidecar(new_file)
     labels = new_side.get("labels", {})
     body = "\n".join([
@@ -356,8 +354,8 @@ def _flame_block(root: flame.Frame, sample_type: flame.SampleType, hidden: int, 
     data = {"names": list(names), "tree": tree, "unit": sample_type.unit, "diff": diff}
     # "<" escaped so that no function name can close the script element
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-    note = (f'<p class="muted">{hidden} frames under {MIN_SHARE:.2%} of the total are left out '
-            "(their values stay in their callers).</p>") if hidden else ""
+    note = (f'<p class="muted">{hidden} call paths under {MIN_SHARE:.2%} of the total are left out '
+            "(their values stay in their callers').</p>") if hidden else ""
     return (
         '<div class="controls"><input id="flame-search" type="search" placeholder="search functions" '
         'autocomplete="off"> <span id="flame-search-result"></span></div>'
