@@ -16,8 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import Counter
-
+from .. import metrics
 from ..config import FileReceiverConfig
 
 log = logging.getLogger(__name__)
@@ -26,18 +25,6 @@ LOCK_NAME = ".retention.lock"
 #: how often a process that writes to a store looks at its retention
 SWEEP_INTERVAL_S = 60.0
 _SUFFIXES = (".pb.gz", ".json")
-
-REMOVED_FILES = Counter(
-    "pprof_scraper_retention_removed_profiles",
-    "Profiles (with their sidecars) the file store's retention removed, by reason: age or size.",
-    ["receiver", "reason"],
-)
-REMOVED_BYTES = Counter(
-    "pprof_scraper_retention_removed_bytes",
-    "Bytes of profiles and sidecars the file store's retention removed, by reason: age or size.",
-    ["receiver", "reason"],
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Sweep:
@@ -106,10 +93,8 @@ def _sweep_locked(name: str, config: FileReceiverConfig, root: Path, now: float)
         kept = kept[drop:]
     if by_age or by_size:
         _remove_empty_directories(root, busy)
-        REMOVED_FILES.labels(name, "age").inc(by_age)
-        REMOVED_FILES.labels(name, "size").inc(by_size)
-        REMOVED_BYTES.labels(name, "age").inc(by_age_bytes)
-        REMOVED_BYTES.labels(name, "size").inc(by_size_bytes)
+        metrics.observe_retention(name, "age", by_age, by_age_bytes)
+        metrics.observe_retention(name, "size", by_size, by_size_bytes)
         log.info(
             "file receiver %r: retention removed %d profiles (%d bytes) older than %s and %d (%d bytes) to stay "
             "under max_size %s; %d profiles (%d bytes) kept in %s",

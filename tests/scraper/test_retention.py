@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from scraper import metrics
 from scraper.receivers import retention
 from scraper.receivers.filestore import FileStore
 from tests.scraper.test_filestore import make_profile, store_at
@@ -81,12 +82,12 @@ def test_removals_are_counted_in_metrics_and_logged(tmp_path: Path, caplog: pyte
     store = store_at(tmp_path, retention="1h")
     now = time.time()
     push_aged(store, "old", 2 * 3600, now)
-    before = retention.REMOVED_FILES.labels("local", "age")._value.get()
+    before = metrics.RETENTION_REMOVED.labels("local", "age")._value.get()
 
     with caplog.at_level(logging.INFO, logger="scraper.receivers.retention"):
         retention.sweep("local", store.config, now=now)
 
-    assert retention.REMOVED_FILES.labels("local", "age")._value.get() == before + 1
+    assert metrics.RETENTION_REMOVED.labels("local", "age")._value.get() == before + 1
     assert "retention removed 1 profiles" in caplog.text and "'local'" in caplog.text
 
 
