@@ -20,6 +20,7 @@ from scraper import flame
 from scraper.config import Config, parse_config
 from scraper.httpserver import start_http_server
 from scraper.receivers import Profile, build_receiver
+from scraper.status import register_specs
 
 GO = Path(__file__).parent.parent / "data" / "go"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -194,21 +195,21 @@ def test_the_diff_of_two_profiles_of_a_series_renders(server, page, tmp_path) ->
 # --------------------------------------------------------------------------- over plain HTTP
 
 
-def test_targets_link_to_the_latest_stored_profile_and_history(server) -> None:
-    from scraper.httpserver import render_targets_page
-    from scraper.profile_view import ProfileLibrary, profile_links
-    from scraper.status import TargetStatus
+def test_targets_link_to_the_latest_stored_profile_and_its_history(server, redis_client) -> None:
+    from scraper.plan import plan
 
-    base, config = server
-    library = ProfileLibrary(config)
-    labels = {"job": "api", "instance": INSTANCE, "__name__": "process_cpu"}
-    status = TargetStatus(key="k", job="api", profile_type="process_cpu", labels=labels, url="http://x/")
-    page = render_targets_page([status], now=START, links=lambda labels: profile_links(library, labels))
-
-    assert f'href="/profile/latest?{series("process_cpu").replace("&", "&amp;")}"' in page
-    with urllib.request.urlopen(f"{base}/profile/latest?{series('process_cpu')}") as latest:
-        assert latest.url.endswith("-cpu_3.pb.gz")  # the newest of the three
-        assert "flame-data" in latest.read().decode()
+    _, config = server
+    register_specs(redis_client, [s for s in plan(config) if s.job == "api" and s.profile_type == "process_cpu"])
+    http, port = start_http_server(0, redis_factory=lambda: redis_client, host="127.0.0.1", config=lambda: config)
+    try:
+        _, targets = get(f"http://127.0.0.1:{port}/targets")
+        assert f'href="/profile/history?{series("process_cpu").replace("&", "&amp;")}"' in targets
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/profile/latest?{series('process_cpu')}") as latest:
+            assert latest.url.endswith("-cpu_3.pb.gz")  # the newest of the three
+            assert "flame-data" in latest.read().decode()
+    finally:
+        http.shutdown()
+        http.server_close()
 
 
 def test_a_job_that_pushes_only_to_pyroscope_links_to_its_series_there(server) -> None:

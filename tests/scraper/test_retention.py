@@ -91,6 +91,15 @@ def test_removals_are_counted_in_metrics_and_logged(tmp_path: Path, caplog: pyte
     assert "retention removed 1 profiles" in caplog.text and "'local'" in caplog.text
 
 
+def test_a_store_with_retention_sweeps_itself_after_a_push(tmp_path: Path) -> None:
+    now = time.time()
+    push_aged(store_at(tmp_path), "old", 2 * DAY, now)
+
+    store_at(tmp_path, retention="1d").push(make_profile(id="new", start=now))
+
+    assert stored(tmp_path) == ["new"]
+
+
 _HOLD_LOCK = textwrap.dedent(
     """
     import fcntl, sys
