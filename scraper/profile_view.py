@@ -30,14 +30,15 @@ HISTORY = 100
 _HTML = "text/html; charset=utf-8"
 _TEXT = "text/plain; charset=utf-8"
 
-# Pyroscope's profile type id (name:sample type:unit:period type:unit) of each built-in __name__,
-# as Pyroscope lists Go profiles; the UI opens a series at /?query=<id>{<labels>}.
-_PYROSCOPE_TYPE_IDS = {
-    "process_cpu": "process_cpu:cpu:nanoseconds:cpu:nanoseconds",
-    "memory": "memory:alloc_space:bytes:space:bytes",
-    "goroutine": "goroutines:goroutine:count:goroutine:count",
-    "mutex": "mutex:delay:nanoseconds:contentions:count",
-    "block": "block:delay:nanoseconds:contentions:count",
+# Pyroscope names a profile type <__name__>:<sample type>:<unit>:<period type>:<unit>; the UI opens a
+# series at /?query=<type>{<labels>}. The sample and period types Go's profiles of each built-in
+# __name__ carry (the first Pyroscope shows for them):
+_PYROSCOPE_SAMPLE = {
+    "process_cpu": "cpu:nanoseconds:cpu:nanoseconds",
+    "memory": "alloc_space:bytes:space:bytes",
+    "goroutine": "goroutine:count:goroutine:count",
+    "mutex": "delay:nanoseconds:contentions:count",
+    "block": "delay:nanoseconds:contentions:count",
 }
 
 
@@ -167,7 +168,8 @@ def pyroscope_url(base: str, labels: dict[str, str]) -> str:
     """The series with these labels in Pyroscope's UI, over the last hour."""
     name = labels.get("__name__", "")
     selector = ",".join(f'{k}="{_label_value(labels[k])}"' for k in ("service_name", "instance") if k in labels)
-    query = _PYROSCOPE_TYPE_IDS.get(name, name) + "{" + selector + "}"
+    profile_type = f"{name}:{_PYROSCOPE_SAMPLE[name]}" if name in _PYROSCOPE_SAMPLE else name
+    query = profile_type + "{" + selector + "}"
     return base.rstrip("/") + "/?" + urlencode({"query": query, "from": "now-1h", "until": "now"}, quote_via=quote)
 
 
