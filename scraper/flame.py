@@ -19,8 +19,10 @@ from itertools import accumulate
 
 from google.protobuf.message import DecodeError
 
-from ._proto import profile_pb2
 from .pprof import DEFAULT_SIZE_LIMIT, GZIP_MAGIC
+
+# pprof's lenient schema (string_table as bytes): what validation accepted, this reads, UTF-8 or not.
+from .pprof import _Profile as LenientProfile
 
 # Sample types that count since the process started (Go's allocs, mutex and block profiles), unless
 # the profile was stored as a delta. inuse_* and goroutines are snapshots; cpu covers ?seconds=.
@@ -113,12 +115,12 @@ def parse(data: bytes, *, size_limit: int = DEFAULT_SIZE_LIMIT) -> Profile:
     else:
         raw = data
     try:
-        p = profile_pb2.Profile.FromString(raw)
+        p = LenientProfile.FromString(raw)
     except DecodeError as exc:
         raise ProfileUnreadable(f"not a pprof profile: {exc}") from None
-    strings = p.string_table
-    if not strings:
+    if not p.string_table:
         raise ProfileUnreadable("not a pprof profile: it has no string table")
+    strings = [b.decode("utf-8", "replace") for b in p.string_table]
 
     def text(i: int) -> str:
         return strings[i] if 0 <= i < len(strings) else f"<bad string {i}>"

@@ -132,3 +132,18 @@ def test_top_command_says_since_process_start_for_cumulative_types(capsys: pytes
 def test_top_command_refuses_an_unknown_sample_type(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["top", str(GO / "cpu_1.pb.gz"), "--sample-type", "alloc_space"]) == 2
     assert "has samples, cpu" in capsys.readouterr().err
+
+
+def test_function_names_that_are_not_utf8_are_shown_with_replacement_characters() -> None:
+    from scraper._proto import profile_pb2
+
+    p = profile_pb2.Profile(string_table=["", "samples", "count", "NAME"])
+    p.sample_type.add(type=1, unit=2)
+    p.function.add(id=1, name=3)
+    p.location.add(id=1).line.add(function_id=1)
+    p.sample.add(location_id=[1], value=[5])
+    raw = p.SerializeToString().replace(b"NAME", b"N\xffME")  # as a C++ target may send
+
+    profile = flame.parse(raw)
+
+    assert [r.name for r in flame.top(profile, 0)] == ["N\ufffdME"]
