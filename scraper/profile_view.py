@@ -272,7 +272,7 @@ def _diff_page(library: ProfileLibrary, q: dict[str, str]) -> str:
         f"<td>{_e(new_side.get('start', new_file.name))}</td><td>{_e(flame.format_value(root.total, sample_type.unit))}</td>"
         f'<td><a href="/profile?{_e(urlencode({"store": store, "path": q["path"]}))}">open</a></td></tr></table>',
         _type_links(new, index_new, {"store": store, "base": q["base"], "path": q["path"]}, "/profile/diff"),
-        _what_it_shows(sample_type, new_side, new),
+        _what_it_shows(sample_type, new_side, new, diff=True),
         '<p class="muted">A frame\'s width is the mean of its shares of the two profiles; '
         '<span class="grew">red</span> took a larger share after, <span class="shrank">green</span> a smaller one '
         "(the deeper the colour, the larger the change). Hover for both values.</p>",
@@ -333,12 +333,15 @@ def _type_links(profile: flame.Profile, index: int, params: dict[str, str], path
     return '<p class="types">sample type: ' + " · ".join(links) + "</p>"
 
 
-def _what_it_shows(sample_type: flame.SampleType, sidecar: dict, profile: flame.Profile) -> str:
+def _what_it_shows(sample_type: flame.SampleType, sidecar: dict, profile: flame.Profile, diff: bool = False) -> str:
     """One sentence on the time the values cover: since process start for Go's cumulative types,
     unless the store says the profile was kept as a delta."""
     cumulative = sidecar.get("cumulative")
     if cumulative is None:
         cumulative = sample_type.cumulative and "/delta_" not in sidecar.get("url", "")
+    if cumulative and diff:
+        return ('<p class="note">Both profiles count <strong>since the process started</strong>: a frame\'s '
+                "change (hover) is what happened between the two scrapes, if the process did not restart.</p>")
     if cumulative:
         return ('<p class="note">These values count <strong>since the process started</strong>: the file store '
                 "keeps what the target served. Compare two profiles of the series to see one interval.</p>")

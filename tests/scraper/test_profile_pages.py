@@ -67,7 +67,7 @@ def series(name: str) -> str:
     return urlencode({"store": "files", "job": "api", "name": name, "instance": INSTANCE})
 
 
-def relative(config: Config, file: str, name: str = "process_cpu") -> str:
+def relative(config: Config, file: str) -> str:
     root = Path(config.write["files"].path)
     (found,) = root.rglob(f"*-{file.split('.')[0]}.pb.gz")
     return str(found.relative_to(root))
@@ -231,6 +231,21 @@ def test_cumulative_types_say_they_count_since_process_start(server) -> None:
 
     assert "since the process started" in alloc
     assert "since the process started" not in inuse and "A snapshot" in inuse
+
+
+def test_a_diff_of_cumulative_profiles_says_the_change_is_what_happened_between(server, tmp_path) -> None:
+    config = stored_config(tmp_path)
+    for i in (1, 2):
+        store(config, "memory", f"allocs_{i}.pb.gz", i, f"http://{INSTANCE}/debug/pprof/allocs")
+    http, port = start_http_server(0, redis_factory=None, host="127.0.0.1", config=lambda: config)
+    try:
+        _, page = get(f"http://127.0.0.1:{port}/profile/diff?" + urlencode({
+            "store": "files", "base": relative(config, "allocs_1.pb.gz"), "path": relative(config, "allocs_2.pb.gz"),
+            "type": "alloc_space"}))
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert "Both profiles count <strong>since the process started</strong>" in page
 
 
 def test_the_sidecars_cumulative_field_decides_what_the_page_says(server, tmp_path) -> None:
