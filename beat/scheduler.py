@@ -105,7 +105,8 @@ class PlanScheduler(Scheduler):
         if settings.http_port is not None:
             from scraper.httpserver import start_http_server
 
-            _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready)
+            _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready,
+                                        config=self.source.get)
             log.info("serving /metrics, /targets, /-/healthy and /-/ready on port %d", port)
 
     def _key(self, key: str) -> str:

@@ -347,6 +347,24 @@ class FileReceiverConfig(_Model):
     type: Literal["file"]
     path: Path = Path("./profiles")
     external_labels: dict[str, str] = {}
+    #: profiles older than this are removed (oldest first); None keeps them forever
+    retention: Duration | None = None
+    #: the store's profiles and sidecars are kept under this many bytes (oldest removed first)
+    max_size: ByteSize | None = None
+
+    @field_validator("retention")
+    @classmethod
+    def _positive_retention(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("retention must be longer than 0; leave it out to keep profiles forever")
+        return value
+
+    @field_validator("max_size")
+    @classmethod
+    def _positive_size(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError("max_size must be more than 0 bytes; leave it out for no limit")
+        return value
 
 
 class PyroscopeReceiverConfig(_Model):

@@ -20,7 +20,9 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
 
-from . import metrics
+from . import metrics, profile_view
+from .config import Config
+from .runtime import OffTheHub
 from .status import TargetHealth, TargetStatus, read_statuses, select
 from .status_view import format_age, format_duration, format_labels, health_summary
 
@@ -30,6 +32,10 @@ ReadyCheck = Callable[[], tuple[bool, str]]
 
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
+
+# A 1 MB profile's page is ~0.5 s of CPU: in a worker (gevent) it runs in a thread of its own so
+# that the hub, and the worker's scrapes, keep moving; one at a time bounds the memory it takes.
+_PAGES_OFF_HUB = OffTheHub(threads=1)
 
 
 class ScraperHTTPServer(ThreadingHTTPServer):
@@ -42,7 +48,10 @@ class ScraperHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         redis_factory: Callable[[], redis.Redis] | None,
         ready: ReadyCheck | None,
+        config: Callable[[], Config] | None = None,
     ) -> None:
+        self._config = config
+        self._library: profile_view.ProfileLibrary | None = None
         self._redis_factory = redis_factory
         self._redis: redis.Redis | None = None
         self._redis_lock = threading.Lock()
@@ -60,6 +69,15 @@ class ScraperHTTPServer(ThreadingHTTPServer):
     def has_redis(self) -> bool:
         return self._redis_factory is not None
 
+    def library(self) -> profile_view.ProfileLibrary | None:
+        """The file stores of the config in force (rebuilt when it changes); None without a config."""
+        if self._config is None:
+            return None
+        config = self._config()
+        if self._library is None or self._library.config is not config:
+            self._library = profile_view.ProfileLibrary(config)
+        return self._library
+
     def redis(self) -> redis.Redis:
         """One client for all requests, made on first use (a client is thread-safe; making one per request is not free)."""
         assert self._redis_factory is not None
@@ -75,12 +93,14 @@ def start_http_server(
     redis_factory: Callable[[], redis.Redis] | None,
     ready: ReadyCheck | None = None,
     host: str = "0.0.0.0",
+    config: Callable[[], Config] | None = None,
 ) -> tuple[ScraperHTTPServer, int]:
     """Serve on ``host:port`` (0 picks a free port) from a daemon thread; return the server and its port.
 
-    Stop it with ``server.shutdown(); server.server_close()``.
+    ``config`` returns the config in force; with it, /targets links each target to its stored
+    profiles and /profile shows them. Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = ScraperHTTPServer((host, port), redis_factory, ready)
+    server = ScraperHTTPServer((host, port), redis_factory, ready, config)
     thread = threading.Thread(target=server.serve_forever, name="pprof-scraper-http", daemon=True)
     thread.start()
     return server, server.server_address[1]
@@ -104,6 +124,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, b"OK\n", _TEXT)
             elif url.path == "/-/ready":
                 self._ready()
+            elif url.path.startswith(("/profile", "/static/")):
+                self._send(*_PAGES_OFF_HUB(profile_view.handle, url.path, query, self.server.library()))
             elif url.path == "/debug/pprof" or url.path.startswith("/debug/pprof/"):
                 self._pprof(url.path, query)
             else:
@@ -162,7 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
         except redis.RedisError as exc:
             self._send(503, f"cannot read target status: Redis does not answer: {exc}\n".encode(), _TEXT)
             return
-        page = render_targets_page(statuses, job=job, health=health, now=time.time())
+        library = self.server.library()
+        links = (lambda labels: profile_view.profile_links(library, labels)) if library is not None else None
+        page = render_targets_page(statuses, job=job, health=health, now=time.time(), links=links)
         self._send(200, page.encode(), _HTML)
 
     def _pprof(self, path: str, query: dict[str, list[str]]) -> None:
@@ -205,6 +229,7 @@ tr.down td { background: #fff4f4; }
 .error { margin: 0; padding: .4em .6em; background: #fdeaea; border-left: 3px solid #c62828; color: #8e1c1c;
          white-space: pre-wrap; word-break: break-word; font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
 .muted { color: #8a939b; }
+.stored { font-size: .85em; white-space: nowrap; }
 """
 
 _INDEX = """<!doctype html>
@@ -216,6 +241,7 @@ _INDEX = """<!doctype html>
 <li><a href="/metrics">/metrics</a>: Prometheus metrics of this host's processes</li>
 <li><a href="/-/healthy">/-/healthy</a> and <a href="/-/ready">/-/ready</a>: liveness and readiness</li>
 <li><a href="/debug/pprof/">/debug/pprof/</a>: profiles of this process</li>
+<li>/profile: stored profiles as flame graphs (linked from each target on /targets)</li>
 </ul>
 </body></html>
 """
@@ -231,11 +257,13 @@ def render_targets_page(
     job: str | None = None,
     health: TargetHealth | None = None,
     now: float,
+    links: Callable[[dict[str, str]], str] | None = None,
 ) -> str:
     """The ``/targets`` page: a filter form, then one table per job, down targets first, errors in full.
 
     ``statuses`` are all of them, in :func:`~scraper.status.read_statuses` order; the form offers
-    every job while the tables show those selected by ``job`` and ``health``.
+    every job while the tables show those selected by ``job`` and ``health``. ``links`` makes the HTML
+    that links a target's type to its stored profiles.
     """
     jobs = sorted({s.job for s in statuses})
     shown = select(statuses, job=job, health=health)
@@ -261,12 +289,13 @@ def render_targets_page(
     if not shown:
         parts.append('<p class="muted">No targets match. Beat registers targets when it plans the config.</p>')
     for job_name, group in groupby(shown, key=lambda s: s.job):
-        parts.append(_job_section(job_name, list(group), now))
+        parts.append(_job_section(job_name, list(group), now, links))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _job_section(job: str, statuses: list[TargetStatus], now: float) -> str:
+def _job_section(job: str, statuses: list[TargetStatus], now: float,
+                 links: Callable[[dict[str, str]], str] | None) -> str:
     counts = Counter(s.health for s in statuses)
     count_text = " · ".join(f"{counts[h]} {h.value}" for h in TargetHealth if counts[h])
     link = "/targets?" + urlencode({"job": job})
@@ -276,18 +305,20 @@ def _job_section(job: str, statuses: list[TargetStatus], now: float) -> str:
         '<th class="num">took</th><th class="num">ok / failed</th><th>worker</th></tr></thead><tbody>',
     ]
     for s in statuses:
-        rows.append(_target_rows(s, now))
+        rows.append(_target_rows(s, now, links))
     rows.append("</tbody></table>")
     return "\n".join(rows)
 
 
-def _target_rows(s: TargetStatus, now: float) -> str:
+def _target_rows(s: TargetStatus, now: float, links: Callable[[dict[str, str]], str] | None) -> str:
     # job is the section's heading; __name__ goes with the profile type
     shown = {k: v for k, v in s.labels.items() if k not in ("job", "__name__")}
     labels = "".join(f'<span class="label">{_e(text)}</span>' for text in format_labels(shown))
     profile = _e(s.profile_type)
     if s.labels.get("__name__", s.profile_type) != s.profile_type:
         profile += f'<br><span class="muted">__name__="{_e(s.labels["__name__"])}"</span>'
+    if links is not None and (stored := links(s.labels)):
+        profile += f'<br><span class="stored">{stored}</span>'
     # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
     url = (
         f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'

@@ -62,6 +62,16 @@ PUSHES = Counter(
     "Pushes of a profile to a receiver, by result: ok or the error kind (rejected, unavailable, ...).",
     ["receiver", "result"],
 )
+RETENTION_REMOVED = Counter(
+    "pprof_scraper_retention_removed_profiles",
+    "Profiles (with their sidecars) the file store's retention removed, by reason: age or size.",
+    ["receiver", "reason"],
+)
+RETENTION_REMOVED_BYTES = Counter(
+    "pprof_scraper_retention_removed_bytes",
+    "Bytes of profiles and sidecars the file store's retention removed, by reason: age or size.",
+    ["receiver", "reason"],
+)
 # The seed component's name, so existing dashboards keep working.
 PUSH_LATENCY = Histogram(
     "phlare_fanout_latency",
@@ -90,6 +100,12 @@ def observe_push(receiver: str, result: str, duration: float) -> None:
     """Count one push attempt to ``receiver`` by ``result`` (``ok`` or a PushError kind) and record its latency."""
     PUSHES.labels(receiver, result).inc()
     PUSH_LATENCY.labels(receiver).observe(duration)
+
+
+def observe_retention(receiver: str, reason: str, profiles: int, size: int) -> None:
+    """Count ``profiles`` (``size`` bytes with their sidecars) that retention removed for ``reason``."""
+    RETENTION_REMOVED.labels(receiver, reason).inc(profiles)
+    RETENTION_REMOVED_BYTES.labels(receiver, reason).inc(size)
 
 
 class DeadletterCollector:

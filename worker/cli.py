@@ -26,6 +26,7 @@ examples:
   pprof-scraper plan scraper.yaml --json     every scrape the config implies
   pprof-scraper targets --health down        targets whose last scrape failed
   pprof-scraper deadletter list              pushes that used up their retries
+  pprof-scraper top FILE --sample-type cpu   the top functions of a stored profile
 
 environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL, SCRAPER_DATA_DIR (default .pprof-scraper),
 SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
@@ -170,6 +171,28 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from scraper import flame
+
+    try:
+        profile = flame.parse(args.file.read_bytes())
+        index = profile.type_index(args.sample_type)
+    except OSError as exc:
+        print(f"error: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except (flame.ProfileUnreadable, KeyError) as exc:
+        print(f"error: {args.file}: {exc.args[0]}", file=sys.stderr)
+        return 2
+    sample_type = profile.sample_types[index]
+    total = profile.total(index)
+    rows = flame.top(profile, index)
+    print(f"{args.file}: {sample_type.name} ({sample_type.unit}), total {flame.format_value(total, sample_type.unit)}"
+          + (", counted since process start" if sample_type.cumulative else "")
+          + f"; showing {min(args.n, len(rows))} of {len(rows)} functions")
+    print("\n".join(flame.format_top(rows, total, sample_type.unit, args.n)))
+    return 0
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     if args.path.exists():
         print(f"error: {args.path} exists; give another path or remove it first", file=sys.stderr)
@@ -219,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="replay: the config whose receivers' reject_older_than decide which entries are too old "
                            "to send (default: SCRAPER_CONFIG)")
     dead.set_defaults(func=cmd_deadletter)
+
+    top = sub.add_parser("top", help="print the top functions of a stored profile, as `go tool pprof -top` does")
+    top.add_argument("file", type=Path, help="a pprof profile (.pb.gz or raw), e.g. from the file store")
+    top.add_argument("--sample-type", help="which value to rank by, e.g. alloc_space (default: the profile's default)")
+    top.add_argument("-n", type=int, default=20, help="how many functions (default: 20)")
+    top.set_defaults(func=cmd_top)
 
     init = sub.add_parser("init", help="write a commented example config to start from")
     init.add_argument("path", type=Path, nargs="?", default=Path("pprof-scraper.yaml"),

@@ -144,5 +144,5 @@ def serve_http(sender: Any = None, **_: Any) -> None:
     # The queues given at start: a consumer cancelled later still counts as one that should consume.
     consumption.queues = tuple(sender.app.amqp.queues.consume_from)
     _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis,
-                                ready=lambda: consumption.ready(runtime().redis))
+                                ready=lambda: consumption.ready(runtime().redis), config=lambda: runtime().config)
     log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on port %d", port)

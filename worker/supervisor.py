@@ -220,7 +220,7 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
         config, broker, http_port = supervisor.start()
         from scraper.httpserver import start_http_server
 
-        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker))
+        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker), config=lambda: config)
         log.info("serving /metrics, /targets and /debug/pprof on http://127.0.0.1:%d", port)
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):

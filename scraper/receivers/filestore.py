@@ -23,6 +23,7 @@ from pathlib import Path
 from ..config import FileReceiverConfig
 from ..errors import PushUnavailable
 from . import Profile
+from .retention import RetentionClock
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -50,6 +51,7 @@ class FileStore:
     def __init__(self, name: str, config: FileReceiverConfig) -> None:
         self.name = name
         self.config = config
+        self.retention = RetentionClock(name, config)
 
     def paths(self, profile: Profile) -> tuple[Path, Path]:
         """Where ``profile`` is stored: its ``.pb.gz`` and its ``.json`` sidecar."""
@@ -94,6 +96,7 @@ class FileStore:
             raise PushUnavailable(
                 f"file receiver {self.name!r}: cannot write {writing}: {exc.strerror or exc}"
             ) from None
+        self.retention.tick()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
