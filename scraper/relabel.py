@@ -145,6 +145,37 @@ def expand(template: str, match: Match) -> str:
     return "".join([part if isinstance(part, str) else _group(match, part) for part in parts])
 
 
+# --------------------------------------------------------------------------- Go's strings.ToLower/ToUpper
+
+
+@functools.lru_cache(maxsize=4096)
+def _lower_char(char: str) -> str:
+    # Python's full mapping gives 'İ' two characters; its simple mapping, Go's, is the first
+    return char.lower()[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _upper_char(char: str) -> str:
+    # Where the full mapping has several characters ('ß' -> 'SS') the simple one is the titlecase
+    # character when that is one ('ᾳ' -> 'ᾼ'), else the character itself
+    for mapped in (char.upper(), char.title()):
+        if len(mapped) == 1:
+            return mapped
+    return char
+
+
+def go_lower(value: str) -> str:
+    """``value`` as Go's strings.ToLower makes it: each character's simple lowercase mapping
+    (``İSTANBUL`` -> ``istanbul``; no final sigma)."""
+    return value.lower() if value.isascii() else "".join(map(_lower_char, value))
+
+
+def go_upper(value: str) -> str:
+    """``value`` as Go's strings.ToUpper makes it: each character's simple uppercase mapping
+    (``straße`` -> ``STRAßE``)."""
+    return value.upper() if value.isascii() else "".join(map(_upper_char, value))
+
+
 # --------------------------------------------------------------------------- the config
 
 
@@ -274,9 +305,9 @@ def _apply(rule: _Rule, labels: dict[str, str]) -> bool:
     elif action == "hashmod":
         _set(labels, rule.target_label, str(hashmod(value, rule.modulus)))
     elif action == "lowercase":
-        _set(labels, rule.target_label, value.lower())
+        _set(labels, rule.target_label, go_lower(value))
     elif action == "uppercase":
-        _set(labels, rule.target_label, value.upper())
+        _set(labels, rule.target_label, go_upper(value))
     elif action == "labelmap":
         for name, label_value in sorted(labels.items()):
             match = rule.search(name)

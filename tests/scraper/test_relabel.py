@@ -156,6 +156,18 @@ CASES: list[tuple[str, dict[str, str], list[dict[str, Any]], dict[str, str] | No
         {"foo": "bAr123Foo", "test": "bar", "foo_uppercase": "BAR123FOO"},
     ),
     (
+        "lowercase maps one character at a time, as Go's strings.ToLower (no dotted i, no final sigma)",
+        {"a": "İSTANBUL ΌΣΟΣ"},
+        [{"source_labels": ["a"], "target_label": "b", "action": "lowercase"}],
+        {"a": "İSTANBUL ΌΣΟΣ", "b": "istanbul όσοσ"},
+    ),
+    (
+        "uppercase maps one character at a time, as Go's strings.ToUpper (ß and ﬀ stay, ᾳ is ᾼ)",
+        {"a": "straße ﬀ ᾳ"},
+        [{"source_labels": ["a"], "target_label": "b", "action": "uppercase"}],
+        {"a": "straße ﬀ ᾳ", "b": "STRAßE ﬀ ᾼ"},
+    ),
+    (
         "lowercase of a missing label removes the target",
         {"a": "x", "t": "old"},
         [{"source_labels": ["missing"], "target_label": "t", "action": "lowercase"}],
