@@ -197,8 +197,22 @@ class RelabelConfig(BaseModel):
     @field_validator("action", mode="before")
     @classmethod
     def _lowercase_action(cls, value: Any) -> Any:
+        if value is None:  # `action:` with no value
+            raise ValueError("relabel action cannot be empty")
         # Prometheus reads the action case-insensitively
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("separator", "regex", "target_label", "replacement", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # Go's YAML reads a key with no value into a string field as "": `regex:` is the regex ""
+        # (matching only the empty string), `replacement:` is "", not the defaults
+        return "" if value is None else value
+
+    @field_validator("source_labels", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return [] if value is None else value
 
     @field_validator("source_labels")
     @classmethod

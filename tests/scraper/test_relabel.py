@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scraper.config import ConfigError, parse_config
+from scraper.config import ConfigError, parse_config, parse_config_text
 from scraper.relabel import RegexError, RelabelConfig, compile_regex, expand, hashmod, relabel
 
 
@@ -439,3 +439,41 @@ def test_a_bad_rule_in_a_config_file_names_its_field() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert caught.value.problems == ["scrape.app.relabel_configs[1]: relabel configuration for hashmod requires non-zero modulus"]
+
+
+def _job_from_yaml(relabel_yaml: str, targets: str = '[{__address__: "h:1"}]') -> Any:
+    text = f"scrape:\n  app:\n    targets: {targets}\n    forward_to: [store]\n    relabel_configs:\n{relabel_yaml}\nwrite:\n  store: {{type: file}}\n"
+    return parse_config_text(text).scrape["app"]
+
+
+def test_an_unquoted_true_in_a_rule_is_the_string_true_as_in_prometheus_examples() -> None:
+    job = _job_from_yaml("      - source_labels: [scrape]\n        regex: true\n        action: keep")
+    assert relabel({"scrape": "true"}, job.relabel_configs) == {"scrape": "true"}
+    assert relabel({"scrape": "True"}, job.relabel_configs) is None
+
+
+def test_unquoted_numbers_in_a_rule_are_strings_as_written() -> None:
+    job = _job_from_yaml(
+        "      - {source_labels: [a], target_label: port, replacement: 8080}\n"
+        "      - {source_labels: [a], target_label: ratio, replacement: 1.50}\n"
+        "      - {source_labels: [a], target_label: shard, modulus: 4, action: hashmod}"
+    )
+    result = relabel({"a": "x"}, job.relabel_configs)
+    assert result is not None and (result["port"], result["ratio"]) == ("8080", "1.50")
+    assert job.relabel_configs[2].modulus == 4
+
+
+def test_an_empty_regex_matches_only_the_empty_string_as_in_prometheus() -> None:
+    job = _job_from_yaml("      - source_labels: [a]\n        regex:\n        action: keep")
+    assert relabel({"b": "x"}, job.relabel_configs) == {"b": "x"}
+    assert relabel({"a": "x"}, job.relabel_configs) is None
+
+
+def test_an_action_with_no_value_is_refused_as_prometheus_refuses_it() -> None:
+    with pytest.raises(ConfigError, match=re.escape("scrape.app.relabel_configs[0].action: relabel action cannot be empty")):
+        _job_from_yaml("      - source_labels: [a]\n        action:")
+
+
+def test_unquoted_scalars_in_static_target_labels_are_strings_as_written() -> None:
+    job = _job_from_yaml("      []", targets='[{__address__: "h:1", port: 8080, debug: true, ratio: 1.50}]')
+    assert job.targets == [{"__address__": "h:1", "port": "8080", "debug": "true", "ratio": "1.50"}]
