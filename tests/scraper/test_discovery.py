@@ -167,7 +167,7 @@ def test_file_sd_a_broken_file_keeps_its_last_good_targets_and_says_why(tmp_path
 @pytest.mark.parametrize(
     ("groups", "message"),
     [
-        ([{"targets": "h:1"}], r"\.targets must be a list of non-empty strings"),
+        ([{"targets": "h:1"}], r"\.targets must be a list of strings"),
         ([{"targets": ["h:1"], "labels": {"a": 1}}], r"\.labels must map strings to strings"),
         ([{"targets": ["h:1"], "label": {}}], "unknown key"),
         (["h:1"], r"target group \[0\] is not a mapping"),
@@ -177,6 +177,39 @@ def test_file_sd_names_what_is_wrong_with_a_group(tmp_path: Path, groups: Any, m
     (tmp_path / "t.json").write_text(json.dumps(groups))
     with pytest.raises(DiscoveryError, match=message):
         FileDiscovery(FileSDConfig(files=[str(tmp_path / "t.json")])).refresh()
+
+
+def _file_sd(tmp_path: Path, name: str, text: str) -> FileDiscovery:
+    (tmp_path / name).write_text(text)
+    return FileDiscovery(FileSDConfig(files=[str(tmp_path / name)]))
+
+
+def test_file_sd_yaml_label_values_are_strings_as_written_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: [h:1]\n  labels: {port: 8080, debug: true, ratio: 1.50, none: ~}\n")
+    [target] = discovery.refresh()
+    assert {k: target[k] for k in ("port", "debug", "ratio", "none")} == {
+        "port": "8080", "debug": "true", "ratio": "1.50", "none": ""}
+
+
+def test_file_sd_a_json_number_as_a_label_value_refuses_the_file_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.json", '[{"targets": ["h:1"], "labels": {"port": 8080}}]')
+    with pytest.raises(DiscoveryError, match=r"\.labels must map strings to strings"):
+        discovery.refresh()
+
+
+def test_file_sd_an_empty_target_is_dropped_alone_for_having_no_address(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: ['h:1', '', 'h:2']\n")
+    job = ScrapeJob.model_validate({"forward_to": ["store"], "file_sd_configs": [{"files": ["unused.yml"]}]})
+    kept, dropped = resolve_targets(job, discovery.refresh())
+    assert [t["__address__"] for t in kept] == ["h:1", "h:2"]
+    assert [d.reason for d in dropped] == ["no __address__ after relabeling"]
+
+
+def test_file_sd_a_key_given_twice_refuses_the_file_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: ['h:1']\n  labels: {env: a, env: b}\n")
+    with pytest.raises(DiscoveryError, match=r"not valid YAML: key 'env' appears twice in one mapping"):
+        discovery.refresh()
+    assert discovery.targets == []
 
 
 @pytest.mark.parametrize("pattern", ["targets/*.txt", "a/*/b.json", "targets"])
