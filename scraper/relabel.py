@@ -47,8 +47,27 @@ class RegexError(ValueError):
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a bad regex is reported once, as a config error, not on stderr too
 
-#: re2's match object (the package has no type hints): ``group``, ``re.groups``, ``re.groupindex``.
-Match = Any
+class Match(NamedTuple):
+    """What a regex matched: ``groups[0]`` the whole match, ``groups[n]`` group n (None when it
+    took no part), and the group numbers by name. Plain values, read once from re2's match."""
+
+    groups: tuple[str | None, ...]
+    names: dict[str, int]
+
+
+class Regex:
+    """A relabel regex compiled by RE2 (see :func:`compile_regex`)."""
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        #: the regex as written in the config
+        self.pattern = pattern
+        self._search = compiled.search
+        self._names: dict[str, int] = dict(compiled.groupindex)
+
+    def search(self, value: str) -> Match | None:
+        """The match in ``value`` (anchored: the whole value), or None."""
+        found = self._search(value)
+        return None if found is None else Match((found.group(0), *found.groups()), self._names)
 
 
 def _byte_escape_at(pattern: str) -> int:
@@ -67,7 +86,7 @@ def _byte_escape_at(pattern: str) -> int:
     return -1
 
 
-def compile_regex(pattern: str) -> Any:
+def compile_regex(pattern: str) -> Regex:
     """Compile a relabel regex as Prometheus does: RE2 syntax wrapped in ``^(?s:...)$``, so it is
     anchored at both ends and '.' matches a newline too. Match the result with ``search``, as Go's
     MatchString does (a pattern like ``a)|(b`` unbalances the wrapping in both).
@@ -78,10 +97,11 @@ def compile_regex(pattern: str) -> Any:
     if offset >= 0:
         raise RegexError(f"regex {pattern!r} is not valid RE2: invalid escape sequence \\C at offset {offset}")
     try:
-        return re2.compile(f"^(?s:{pattern})$", _RE2_OPTIONS)
+        compiled = re2.compile(f"^(?s:{pattern})$", _RE2_OPTIONS)
     except re2.error as exc:
         reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise RegexError(f"regex {pattern!r} is not valid RE2: {reason}") from None
+    return Regex(pattern, compiled)
 
 
 # --------------------------------------------------------------------------- $1 / ${name} expansion
@@ -128,9 +148,8 @@ def _parse_template(template: str) -> tuple[str | _GroupRef, ...]:
 
 
 def _group(match: Match, ref: _GroupRef) -> str:
-    if ref.number is not None:
-        return (match.group(ref.number) or "") if ref.number <= match.re.groups else ""
-    return (match.group(ref.name) or "") if ref.name in match.re.groupindex else ""
+    number = ref.number if ref.number is not None else match.names.get(ref.name)
+    return (match.groups[number] or "") if number is not None and number < len(match.groups) else ""
 
 
 def expand(template: str, match: Match) -> str:
@@ -192,7 +211,7 @@ class RelabelConfig(BaseModel):
     replacement: str = _DEFAULT_REPLACEMENT
     action: Action = "replace"
 
-    _pattern: Any = PrivateAttr()
+    _pattern: Regex = PrivateAttr()
 
     @field_validator("action", mode="before")
     @classmethod
@@ -253,7 +272,7 @@ class RelabelConfig(BaseModel):
         return self
 
     @property
-    def pattern(self) -> Any:
+    def pattern(self) -> Regex:
         """The compiled regex, anchored at both ends as in Prometheus; match it with ``search``."""
         return self._pattern
 
@@ -292,7 +311,7 @@ class _Rule:
     @classmethod
     def of(cls, config: RelabelConfig) -> _Rule:
         # re2 costs ~10 us a search from Python (25x re), and a fleet's label names and many of
-        # its values repeat: remember the last matches (a match object is never modified)
+        # its values repeat: remember the last matches
         search = functools.lru_cache(maxsize=_MATCH_CACHE_SIZE)(config.pattern.search)
         return cls(config.action, tuple(config.source_labels), config.separator, search,
                    config.target_label, config.replacement, config.modulus)

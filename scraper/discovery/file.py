@@ -69,7 +69,7 @@ class FileDiscovery(Discoverer):
             raise DiscoveryError(f"file_sd {path}: cannot read: {exc}") from None
         try:
             # YAML as Prometheus reads it: a key twice refuses the file, scalars are strings as written
-            groups = json.loads(text) if path.lower().endswith(".json") else yaml.load(text, Loader=TextLoader)  # noqa: S506
+            groups = json.loads(text) if path.lower().endswith(".json") else yaml.load(text, Loader=TextLoader)  # noqa: S506 - a SafeLoader subclass
         except (ValueError, yaml.YAMLError) as exc:
             kind = "JSON" if path.lower().endswith(".json") else "YAML"
             raise DiscoveryError(f"file_sd {path}: not valid {kind}: {exc}") from None
