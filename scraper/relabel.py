@@ -66,7 +66,11 @@ class Regex:
 
     def search(self, value: str) -> Match | None:
         """The match in ``value`` (anchored: the whole value), or None."""
-        found = self._search(value)
+        try:
+            found = self._search(value)
+        except UnicodeEncodeError:
+            # A lone surrogate (from a JSON "\\ud800") is no UTF-8; Go's JSON decoder makes it U+FFFD
+            found = self._search(value.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
         return None if found is None else Match((found.group(0), *found.groups()), self._names)
 
 

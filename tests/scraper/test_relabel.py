@@ -477,3 +477,9 @@ def test_an_action_with_no_value_is_refused_as_prometheus_refuses_it() -> None:
 def test_unquoted_scalars_in_static_target_labels_are_strings_as_written() -> None:
     job = _job_from_yaml("      []", targets='[{__address__: "h:1", port: 8080, debug: true, ratio: 1.50}]')
     assert job.targets == [{"__address__": "h:1", "port": "8080", "debug": "true", "ratio": "1.50"}]
+
+
+def test_a_value_with_a_lone_surrogate_is_matched_not_a_crash() -> None:
+    # json.loads('"\\ud800"') gives one; Go's JSON decoder would have made it U+FFFD
+    result = relabel({"a": "x\ud800"}, rules({"source_labels": ["a"], "regex": "x(.*)", "target_label": "b"}))
+    assert result is not None and result["b"].startswith("\ufffd")
