@@ -49,14 +49,15 @@ def _presets(job: ScrapeJob, job_name: str | None) -> dict[str, str]:
     return {name: value for name, value in labels.items() if value}
 
 
-def _timing_problem(job: ScrapeJob, labels: dict[str, str]) -> str | None:
+def _timing_problem(job: ScrapeJob, labels: dict[str, str], presets: dict[str, str]) -> str | None:
     """Why the target's ``__scrape_interval__``/``__scrape_timeout__`` cannot be honoured, or None."""
     for name, field, configured in (
         (SCRAPE_INTERVAL, "scrape_interval", job.scrape_interval),
         (SCRAPE_TIMEOUT, "scrape_timeout", job.scrape_timeout),
     ):
         value = labels.get(name)
-        if value is None:  # removed by a rule (labelkeep): the job's, where Prometheus refuses the target
+        # None: removed by a rule (labelkeep), so the job's, where Prometheus refuses the target
+        if value is None or value == presets[name]:
             continue
         try:
             same = parse_duration(value) == configured
@@ -68,7 +69,7 @@ def _timing_problem(job: ScrapeJob, labels: dict[str, str]) -> str | None:
     return None
 
 
-def _problem(labels: dict[str, str], valid_names: set[str], job: ScrapeJob) -> str | None:
+def _problem(labels: dict[str, str], valid_names: set[str], job: ScrapeJob, presets: dict[str, str]) -> str | None:
     """Why relabeled ``labels`` cannot be scraped, or None; ``valid_names`` caches names already checked."""
     address = labels.get(ADDRESS, "")
     if not address:
@@ -80,7 +81,7 @@ def _problem(labels: dict[str, str], valid_names: set[str], job: ScrapeJob) -> s
         # Prometheus refuses it too when the address has no port (which default port?), and
         # fails every scrape of it otherwise
         return f'invalid scheme: "{scheme}" (__scheme__ must be http or https)'
-    timing = _timing_problem(job, labels)
+    timing = _timing_problem(job, labels, presets)
     if timing is not None:
         return timing
     # __meta_* labels never reach a profile (plan drops them), so their names need not be valid
@@ -129,7 +130,7 @@ def relabel_targets(
         if result is None:
             dropped.append(DroppedTarget(dict(labels), "dropped by relabel_configs"))
             continue
-        problem = _problem(result, valid_names, job)
+        problem = _problem(result, valid_names, job, presets)
         if problem is not None:
             dropped.append(DroppedTarget(dict(labels), problem))
             continue
