@@ -27,34 +27,37 @@ if TYPE_CHECKING:
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
+# A scrape job's name is the `scrape_job` label, as in Prometheus' own scrape pool metrics: `job`
+# is the label Prometheus gives the scrape of /metrics itself (ours would become `exported_job`).
+
 _KIB = 1024
 
 SCRAPES = Counter(
     "pprof_scraper_scrapes",
     "Scrapes attempted, by result: ok or the error kind (timeout, connection, http_status, ...).",
-    ["job", "profile_type", "result"],
+    ["scrape_job", "profile_type", "result"],
 )
 SCRAPE_DURATION = Histogram(
     "pprof_scraper_scrape_duration_seconds",
     "Time from the start of a scrape request to a validated profile or an error.",
-    ["job", "profile_type"],
+    ["scrape_job", "profile_type"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60),
 )
 PROFILE_SIZE = Histogram(
     "pprof_scraper_profile_size_bytes",
     "Size of scraped profiles as received (usually gzipped).",
-    ["job", "profile_type"],
+    ["scrape_job", "profile_type"],
     buckets=tuple(_KIB * 4**i for i in range(9)),  # 1 KiB ... 64 MiB
 )
 SCRAPES_DROPPED = Counter(
     "pprof_scraper_scrapes_dropped",
     "Scrapes not attempted because they expired before a worker could start them.",
-    ["job"],
+    ["scrape_job"],
 )
 SCHEDULE_LAG = Histogram(
     "pprof_scraper_schedule_lag_seconds",
     "Time from a scrape's scheduled slot to the start of its request.",
-    ["job"],
+    ["scrape_job"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
 )
 PUSHES = Counter(

@@ -258,7 +258,7 @@ def make_plan(config: Config, discovered: dict[str, list[dict[str, str]]] | None
     specs: list[ScrapeSpec] = []
     dropped: dict[str, list[DroppedTarget]] = {}
     for job_key, job in config.scrape.items():
-        kept, dropped[job_key] = relabel_targets(job, (discovered or {}).get(job_key, []))
+        kept, dropped[job_key] = relabel_targets(job, (discovered or {}).get(job_key, []), config.job_name(job_key))
         types = list(job.profiling_config.enabled_types().items())
         for after, before in kept:
             target = _Target(config, job_key, job, after, before)

@@ -1,11 +1,9 @@
 """Prometheus relabeling: rewrite, keep or drop a target's labels with ``relabel_configs``.
 
 Same keys, defaults, validation and results as Prometheus' ``model/relabel``, so a rule copied
-from a Prometheus or Alloy config does here what it does there. Regexes are RE2 in Prometheus;
-they are translated to Python ``re`` here, and RE2 features Python lacks are translated
-(``\\z``, ``(?<name>``, ``[[:alpha:]]``, ``\\Q..\\E``, ``(?i)`` mid-pattern) while Python-only
-constructs RE2 refuses (backreferences, lookaround, possessive quantifiers) are refused too,
-so a config accepted here is also a valid Prometheus config.
+from a Prometheus or Alloy config does here what it does there. Regexes are RE2, as Go's
+regexp is, run by Google's RE2 library (``google-re2``): the same syntax and the same matches
+and groups as in Prometheus.
 
 This module does not import :mod:`scraper.config`: the config imports it.
 """
@@ -20,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import re2
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 #: Label names accepted in ``source_labels`` and ``target_label``: the rule static targets follow in config.py.
@@ -38,256 +37,75 @@ _DEFAULT_REGEX = "(.*)"
 _DEFAULT_REPLACEMENT = "$1"
 
 
-# --------------------------------------------------------------------------- RE2 -> Python re
+# --------------------------------------------------------------------------- RE2
 
 
 class RegexError(ValueError):
-    """A relabel regex is not valid RE2, or uses a construct that cannot be reproduced here."""
+    """A relabel regex is not valid in Go's regexp syntax (RE2)."""
 
 
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-# RE2's Perl classes are ASCII-only, Python's are Unicode: spell them out.
-_PERL_CLASSES = {"d": "0-9", "w": "0-9A-Za-z_", "s": "\\t\\n\\f\\r "}
-_CONTROL_ESCAPES = set("aftnrv")
-_REPETITION = re.compile(r"\{(\d+)(,(\d*))?\}")
-_HEX_BRACED = re.compile(r"x\{([0-9A-Fa-f]+)\}")
-_FLAGS = re.compile(r"\(\?([a-zA-Z]*)(?:-([a-zA-Z]*))?([:)])")
-_NAMED_GROUP = re.compile(r"\(\?P?<([A-Za-z0-9_]+)>")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a bad regex is reported once, as a config error, not on stderr too
+
+class Match(NamedTuple):
+    """What a regex matched: ``groups[0]`` the whole match, ``groups[n]`` group n (None when it
+    took no part), and the group numbers by name. Plain values, read once from re2's match."""
+
+    groups: tuple[str | None, ...]
+    names: dict[str, int]
 
 
-def _char(code: int) -> str:
-    return re.escape(chr(code))
+class Regex:
+    """A relabel regex compiled by RE2 (see :func:`compile_regex`)."""
+
+    def __init__(self, pattern: str, compiled: Any) -> None:
+        #: the regex as written in the config
+        self.pattern = pattern
+        self._search = compiled.search
+        self._names: dict[str, int] = dict(compiled.groupindex)
+
+    def search(self, value: str) -> Match | None:
+        """The match in ``value`` (anchored: the whole value), or None."""
+        try:
+            found = self._search(value)
+        except UnicodeEncodeError:
+            # A lone surrogate (from a JSON "\\ud800") is no UTF-8; Go's JSON decoder makes it U+FFFD
+            found = self._search(value.encode("utf-8", "surrogatepass").decode("utf-8", "replace"))
+        return None if found is None else Match((found.group(0), *found.groups()), self._names)
 
 
-class _Translator:
-    """One pass over an RE2 pattern, writing the equivalent Python pattern."""
-
-    def __init__(self, pattern: str) -> None:
-        self.src = pattern
-        self.pos = 0
-        self.out: list[str] = []
-        # per open group: how many scoped flag groups a mid-group ``(?i)`` opened in it
-        self.flag_scopes: list[list[str]] = [[]]
-
-    def fail(self, message: str) -> RegexError:
-        return RegexError(f"regex {self.src!r}: {message}")
-
-    def run(self) -> str:
-        while self.pos < len(self.src):
-            char = self.src[self.pos]
-            if char == "\\":
-                self.escape()
-            elif char == "[":
-                self.char_class()
-            elif char == "(":
-                self.open_group()
-            elif char == ")":
-                if len(self.flag_scopes) == 1:
-                    raise self.fail(f"unexpected ')' at offset {self.pos}")
-                self.out.append(")" * len(self.flag_scopes.pop()) + ")")
-                self.pos += 1
-            elif char == "|":
-                # RE2's (?i) lasts to the end of the group, across '|': close and reopen around it
-                scopes = self.flag_scopes[-1]
-                self.out.append(")" * len(scopes) + "|" + "".join(scopes))
-                self.pos += 1
-            elif char == "{":
-                self.brace()
-            elif char in "*+?":
-                self.out.append(char)
-                self.pos += 1
-                self.no_possessive()
-            else:
-                self.out.append(char)
-                self.pos += 1
-        if len(self.flag_scopes) != 1:
-            raise self.fail("missing ')'")
-        self.out.append(")" * len(self.flag_scopes[0]))
-        return "".join(self.out)
-
-    def no_possessive(self) -> None:
-        if self.src.startswith("?", self.pos):  # lazy quantifier: fine in both
-            self.out.append("?")
-            self.pos += 1
-        if self.src.startswith(("+", "*"), self.pos):
-            raise self.fail(f"invalid nested repetition operator at offset {self.pos} (RE2 has no possessive quantifiers)")
-
-    def brace(self) -> None:
-        match = _REPETITION.match(self.src, self.pos)
-        if match is None:  # RE2 reads a '{' that starts no repetition as a literal; Python may not
-            self.out.append("\\{")
-            self.pos += 1
-            return
-        if int(match.group(1)) > 1000 or (match.group(3) and int(match.group(3)) > 1000):
-            raise self.fail(f"repetition count above 1000 in {match.group(0)!r}")
-        self.out.append(match.group(0))
-        self.pos = match.end()
-        self.no_possessive()
-
-    def escape(self) -> None:
-        if self.pos + 1 >= len(self.src):
-            raise self.fail("trailing backslash")
-        char = self.src[self.pos + 1]
-        self.pos += 2
-        if char in "123456789":
-            raise self.fail(f"backreference \\{char} is not supported (RE2 has no backreferences)")
-        if char in _PERL_CLASSES:
-            self.out.append(f"[{_PERL_CLASSES[char]}]")
-        elif char.lower() in _PERL_CLASSES:
-            self.out.append(f"[^{_PERL_CLASSES[char.lower()]}]")
-        elif char in "bB":
-            self.out.append(f"(?a:\\{char})")  # ASCII word boundary, as RE2
-        elif char == "A":
-            self.out.append("\\A")
-        elif char == "z":
-            self.out.append("\\Z")  # RE2's end of text is Python's \Z
-        elif char == "Z":
-            raise self.fail("\\Z is not RE2; use \\z (or nothing: the regex is anchored already)")
-        elif char == "Q":
-            end = self.src.find("\\E", self.pos)
-            literal = self.src[self.pos:] if end < 0 else self.src[self.pos:end]
-            self.out.append(re.escape(literal))
-            self.pos = len(self.src) if end < 0 else end + 2
-        else:
-            self.out.append(self.simple_escape(char))
-
-    def simple_escape(self, char: str) -> str:
-        """An escape that means one character (or a refused one), valid inside and outside classes."""
-        if char in "pP":
-            raise self.fail("Unicode classes (\\p, \\P) are not supported here")
-        if char == "x":
-            braced = _HEX_BRACED.match(self.src, self.pos - 1)
-            if braced:
-                self.pos = braced.end()
-                return _char(int(braced.group(1), 16))
-            digits = self.src[self.pos:self.pos + 2]
-            if not re.fullmatch(r"[0-9A-Fa-f]{2}", digits):
-                raise self.fail(f"invalid escape \\x{digits}")
-            self.pos += 2
-            return _char(int(digits, 16))
-        if char == "0":
-            digits = "0"
-            while len(digits) < 3 and self.pos < len(self.src) and self.src[self.pos] in "01234567":
-                digits += self.src[self.pos]
-                self.pos += 1
-            return _char(int(digits, 8))
-        if char in _CONTROL_ESCAPES:
-            return "\\" + char
-        if char.isascii() and char.isalnum():
-            raise self.fail(f"invalid escape sequence \\{char}")
-        return re.escape(char)
-
-    def char_class(self) -> None:
-        start = self.pos
-        self.pos += 1
-        parts = ["["]
-        if self.src.startswith("^", self.pos):
-            parts.append("^")
-            self.pos += 1
-        first = True
-        while True:
-            if self.pos >= len(self.src):
-                raise self.fail(f"missing ']' for the class at offset {start}")
-            char = self.src[self.pos]
-            if char == "]" and not first:
-                self.pos += 1
-                break
-            first = False
-            if char == "[" and self.src.startswith("[:", self.pos):
-                end = self.src.find(":]", self.pos + 2)
-                name = self.src[self.pos + 2:end] if end > 0 else ""
-                if name.startswith("^"):
-                    raise self.fail(f"negated POSIX class [:{name}:] is not supported here")
-                if name not in _POSIX_CLASSES:
-                    raise self.fail(f"unknown POSIX class [:{name}:]")
-                parts.append(_POSIX_CLASSES[name])
-                self.pos = end + 2
-            elif char == "\\":
-                if self.pos + 1 >= len(self.src):
-                    raise self.fail("trailing backslash")
-                escaped = self.src[self.pos + 1]
-                self.pos += 2
-                if escaped in _PERL_CLASSES:
-                    parts.append(_PERL_CLASSES[escaped])
-                elif escaped in "DWS":
-                    parts.append("\\" + escaped)  # no ASCII spelling inside a class; differs only beyond ASCII
-                elif escaped in "123456789":
-                    raise self.fail(f"backreference \\{escaped} is not supported (RE2 has no backreferences)")
-                else:
-                    parts.append(self.simple_escape(escaped))
-            else:
-                # '[', '&', '~', '|' are plain in RE2 classes; Python warns of future set operations
-                parts.append("\\" + char if char in "[&~|" else char)
-                self.pos += 1
-        parts.append("]")
-        self.out.append("".join(parts))
-
-    def open_group(self) -> None:
-        src, pos = self.src, self.pos
-        plain = "(?:" if src.startswith("(?:", pos) else "(" if not src.startswith("(?", pos) else ""
-        if plain:
-            self.out.append(plain)
-            self.flag_scopes.append([])
-            self.pos += len(plain)
-            return
-        named = _NAMED_GROUP.match(src, pos)
-        if named:
-            self.out.append(f"(?P<{named.group(1)}>")
-            self.flag_scopes.append([])
-            self.pos = named.end()
-            return
-        for prefix, what in (
-            ("(?=", "lookahead"), ("(?!", "negative lookahead"), ("(?<=", "lookbehind"),
-            ("(?<!", "negative lookbehind"), ("(?P=", "named backreference"), ("(?>", "atomic group"),
-            ("(?#", "inline comment"), ("(?(", "conditional"),
-        ):
-            if src.startswith(prefix, pos):
-                raise self.fail(f"{what} {prefix}...) is not supported (RE2 has none)")
-        flags = _FLAGS.match(src, pos)
-        if flags is None:
-            raise self.fail(f"invalid group syntax at offset {pos}")
-        on, off, end = flags.group(1), flags.group(2) or "", flags.group(3)
-        for letter in on + off:
-            if letter == "U":
-                raise self.fail("the ungreedy flag (?U) is not supported here")
-            if letter not in "ims":
-                raise self.fail(f"unknown flag {letter!r} (RE2 knows i, m, s and U)")
-        if not on and not off:
-            raise self.fail(f"empty flag group at offset {pos}")
-        spelled = f"(?{on}" + (f"-{off}" if off else "") + ":"
-        self.out.append(spelled)
-        self.pos = flags.end()
-        if end == ":":
-            self.flag_scopes.append([])
-        else:  # (?i) alone: applies to the rest of the enclosing group
-            self.flag_scopes[-1].append(spelled)
+def _byte_escape_at(pattern: str) -> int:
+    """The offset of a ``\\C`` escape in ``pattern`` (C++ RE2's any-byte; Go refuses it), or -1."""
+    pos = 0
+    while (pos := pattern.find("\\", pos)) >= 0:
+        if pattern.startswith("Q", pos + 1):  # \Q...\E is literal text
+            end = pattern.find("\\E", pos + 2)
+            if end < 0:
+                return -1
+            pos = end + 2
+            continue
+        if pattern.startswith("C", pos + 1):
+            return pos
+        pos += 2
+    return -1
 
 
-def compile_regex(pattern: str) -> re.Pattern[str]:
-    """Compile an RE2 relabel regex as Python ``re``; match it with ``fullmatch`` (Prometheus anchors it).
+def compile_regex(pattern: str) -> Regex:
+    """Compile a relabel regex as Prometheus does: RE2 syntax wrapped in ``^(?s:...)$``, so it is
+    anchored at both ends and '.' matches a newline too. Match the result with ``search``, as Go's
+    MatchString does (a pattern like ``a)|(b`` unbalances the wrapping in both).
 
-    Raises RegexError naming the construct that is not valid RE2 or cannot be reproduced.
+    Raises RegexError with RE2's reason when the pattern does not compile.
     """
-    translated = _Translator(pattern).run()
+    offset = _byte_escape_at(pattern)
+    if offset >= 0:
+        raise RegexError(f"regex {pattern!r} is not valid RE2: invalid escape sequence \\C at offset {offset}")
     try:
-        return re.compile(f"(?s:{translated})")
-    except re.error as exc:
-        raise RegexError(f"regex {pattern!r} does not compile: {exc}") from None
+        compiled = re2.compile(f"^(?s:{pattern})$", _RE2_OPTIONS)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise RegexError(f"regex {pattern!r} is not valid RE2: {reason}") from None
+    return Regex(pattern, compiled)
 
 
 # --------------------------------------------------------------------------- $1 / ${name} expansion
@@ -333,13 +151,12 @@ def _parse_template(template: str) -> tuple[str | _GroupRef, ...]:
         parts.append(_GroupRef(int(name) if numeric else None, name))
 
 
-def _group(match: re.Match[str], ref: _GroupRef) -> str:
-    if ref.number is not None:
-        return (match.group(ref.number) or "") if ref.number <= match.re.groups else ""
-    return (match.group(ref.name) or "") if ref.name in match.re.groupindex else ""
+def _group(match: Match, ref: _GroupRef) -> str:
+    number = ref.number if ref.number is not None else match.names.get(ref.name)
+    return (match.groups[number] or "") if number is not None and number < len(match.groups) else ""
 
 
-def expand(template: str, match: re.Match[str]) -> str:
+def expand(template: str, match: Match) -> str:
     """``template`` with ``$1``, ``${1}``, ``$name``, ``${name}`` and ``$$`` filled in as Go's Regexp.Expand does.
 
     A name is the longest run of letters, digits and '_' (``$1x`` is group ``1x``, which is empty);
@@ -349,6 +166,37 @@ def expand(template: str, match: re.Match[str]) -> str:
     if len(parts) == 1:  # the common "$1" or a plain name: no join
         return parts[0] if isinstance(parts[0], str) else _group(match, parts[0])
     return "".join([part if isinstance(part, str) else _group(match, part) for part in parts])
+
+
+# --------------------------------------------------------------------------- Go's strings.ToLower/ToUpper
+
+
+@functools.lru_cache(maxsize=4096)
+def _lower_char(char: str) -> str:
+    # Python's full mapping gives 'İ' two characters; its simple mapping, Go's, is the first
+    return char.lower()[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _upper_char(char: str) -> str:
+    # Where the full mapping has several characters ('ß' -> 'SS') the simple one is the titlecase
+    # character when that is one ('ᾳ' -> 'ᾼ'), else the character itself
+    for mapped in (char.upper(), char.title()):
+        if len(mapped) == 1:
+            return mapped
+    return char
+
+
+def go_lower(value: str) -> str:
+    """``value`` as Go's strings.ToLower makes it: each character's simple lowercase mapping
+    (``İSTANBUL`` -> ``istanbul``; no final sigma)."""
+    return value.lower() if value.isascii() else "".join(map(_lower_char, value))
+
+
+def go_upper(value: str) -> str:
+    """``value`` as Go's strings.ToUpper makes it: each character's simple uppercase mapping
+    (``straße`` -> ``STRAßE``)."""
+    return value.upper() if value.isascii() else "".join(map(_upper_char, value))
 
 
 # --------------------------------------------------------------------------- the config
@@ -367,13 +215,27 @@ class RelabelConfig(BaseModel):
     replacement: str = _DEFAULT_REPLACEMENT
     action: Action = "replace"
 
-    _pattern: re.Pattern[str] = PrivateAttr()
+    _pattern: Regex = PrivateAttr()
 
     @field_validator("action", mode="before")
     @classmethod
     def _lowercase_action(cls, value: Any) -> Any:
+        if value is None:  # `action:` with no value
+            raise ValueError("relabel action cannot be empty")
         # Prometheus reads the action case-insensitively
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("separator", "regex", "target_label", "replacement", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # Go's YAML reads a key with no value into a string field as "": `regex:` is the regex ""
+        # (matching only the empty string), `replacement:` is "", not the defaults
+        return "" if value is None else value
+
+    @field_validator("source_labels", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return [] if value is None else value
 
     @field_validator("source_labels")
     @classmethod
@@ -414,8 +276,8 @@ class RelabelConfig(BaseModel):
         return self
 
     @property
-    def pattern(self) -> re.Pattern[str]:
-        """The compiled regex; match it with ``fullmatch`` (anchored at both ends, as in Prometheus)."""
+    def pattern(self) -> Regex:
+        """The compiled regex, anchored at both ends as in Prometheus; match it with ``search``."""
         return self._pattern
 
 
@@ -435,6 +297,9 @@ def _set(labels: dict[str, str], name: str, value: str) -> None:
         labels.pop(name, None)
 
 
+_MATCH_CACHE_SIZE = 4096
+
+
 @dataclass(frozen=True, slots=True)
 class _Rule:
     """A RelabelConfig's values, read once: the rules run for every target of a fleet."""
@@ -442,14 +307,17 @@ class _Rule:
     action: str
     source_labels: tuple[str, ...]
     separator: str
-    fullmatch: Callable[[str], re.Match[str] | None]
+    search: Callable[[str], Match | None]
     target_label: str
     replacement: str
     modulus: int
 
     @classmethod
     def of(cls, config: RelabelConfig) -> _Rule:
-        return cls(config.action, tuple(config.source_labels), config.separator, config.pattern.fullmatch,
+        # re2 costs ~10 us a search from Python (25x re), and a fleet's label names and many of
+        # its values repeat: remember the last matches
+        search = functools.lru_cache(maxsize=_MATCH_CACHE_SIZE)(config.pattern.search)
+        return cls(config.action, tuple(config.source_labels), config.separator, search,
                    config.target_label, config.replacement, config.modulus)
 
 
@@ -458,15 +326,15 @@ def _apply(rule: _Rule, labels: dict[str, str]) -> bool:
     value = rule.separator.join([labels.get(name, "") for name in rule.source_labels])
     action = rule.action
     if action == "replace":
-        match = rule.fullmatch(value)
+        match = rule.search(value)
         if match is not None:
             target = expand(rule.target_label, match)
             if LABEL_NAME.match(target):  # a target expanded to an invalid name is skipped, as in Prometheus
                 _set(labels, target, expand(rule.replacement, match))
     elif action == "keep":
-        return rule.fullmatch(value) is not None
+        return rule.search(value) is not None
     elif action == "drop":
-        return rule.fullmatch(value) is None
+        return rule.search(value) is None
     elif action == "keepequal":
         return labels.get(rule.target_label, "") == value
     elif action == "dropequal":
@@ -474,19 +342,19 @@ def _apply(rule: _Rule, labels: dict[str, str]) -> bool:
     elif action == "hashmod":
         _set(labels, rule.target_label, str(hashmod(value, rule.modulus)))
     elif action == "lowercase":
-        _set(labels, rule.target_label, value.lower())
+        _set(labels, rule.target_label, go_lower(value))
     elif action == "uppercase":
-        _set(labels, rule.target_label, value.upper())
+        _set(labels, rule.target_label, go_upper(value))
     elif action == "labelmap":
         for name, label_value in sorted(labels.items()):
-            match = rule.fullmatch(name)
+            match = rule.search(name)
             if match is not None:
                 _set(labels, expand(rule.replacement, match), label_value)
     elif action == "labeldrop":
-        for name in [n for n in labels if rule.fullmatch(n)]:
+        for name in [n for n in labels if rule.search(n)]:
             del labels[name]
     elif action == "labelkeep":
-        for name in [n for n in labels if not rule.fullmatch(n)]:
+        for name in [n for n in labels if not rule.search(n)]:
             del labels[name]
     return True
 

@@ -99,12 +99,14 @@ def targets_from_groups(groups: Any, where: str, extra: dict[str, str]) -> Targe
             raise DiscoveryError(f"{where}: target group [{index}] has unknown key(s) {', '.join(sorted(unknown))}")
         addresses = group.get("targets") or []
         labels = group.get("labels") or {}
-        if not isinstance(addresses, list) or not all(isinstance(a, str) and a for a in addresses):
-            raise DiscoveryError(f"{where}: target group [{index}].targets must be a list of non-empty strings")
+        # null is "" in Go's YAML and JSON; an empty target stays, and is dropped for having no
+        # __address__ (unless relabeling sets one), as Prometheus drops it: the others are kept
+        if not isinstance(addresses, list) or not all(a is None or isinstance(a, str) for a in addresses):
+            raise DiscoveryError(f"{where}: target group [{index}].targets must be a list of strings")
         if not isinstance(labels, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in labels.items()
         ):
             raise DiscoveryError(f"{where}: target group [{index}].labels must map strings to strings")
-        base = {**labels, **extra}
-        out.extend({**base, ADDRESS: address} for address in addresses)
+        base = {**{k: v or "" for k, v in labels.items()}, **extra}
+        out.extend({**base, ADDRESS: address or ""} for address in addresses)
     return out

@@ -8,6 +8,7 @@ import os
 
 import yaml
 
+from ..yamlload import TextLoader
 from .base import Discoverer, DiscoveryError, Targets, targets_from_groups
 from .models import FileSDConfig
 
@@ -67,7 +68,8 @@ class FileDiscovery(Discoverer):
         except (OSError, UnicodeDecodeError) as exc:
             raise DiscoveryError(f"file_sd {path}: cannot read: {exc}") from None
         try:
-            groups = json.loads(text) if path.lower().endswith(".json") else yaml.safe_load(text)
+            # YAML as Prometheus reads it: a key twice refuses the file, scalars are strings as written
+            groups = json.loads(text) if path.lower().endswith(".json") else yaml.load(text, Loader=TextLoader)  # noqa: S506 - a SafeLoader subclass
         except (ValueError, yaml.YAMLError) as exc:
             kind = "JSON" if path.lower().endswith(".json") else "YAML"
             raise DiscoveryError(f"file_sd {path}: not valid {kind}: {exc}") from None

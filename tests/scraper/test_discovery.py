@@ -36,7 +36,7 @@ from scraper.discovery.dns import DNSDiscovery
 from scraper.discovery.file import FileDiscovery
 from scraper.discovery.http import HTTPDiscovery
 from scraper.discovery.kubernetes import KubernetesDiscovery
-from scraper.plan import plan
+from scraper.plan import make_plan, plan
 
 # --------------------------------------------------------------------------- a JSON HTTP server
 
@@ -167,7 +167,7 @@ def test_file_sd_a_broken_file_keeps_its_last_good_targets_and_says_why(tmp_path
 @pytest.mark.parametrize(
     ("groups", "message"),
     [
-        ([{"targets": "h:1"}], r"\.targets must be a list of non-empty strings"),
+        ([{"targets": "h:1"}], r"\.targets must be a list of strings"),
         ([{"targets": ["h:1"], "labels": {"a": 1}}], r"\.labels must map strings to strings"),
         ([{"targets": ["h:1"], "label": {}}], "unknown key"),
         (["h:1"], r"target group \[0\] is not a mapping"),
@@ -177,6 +177,39 @@ def test_file_sd_names_what_is_wrong_with_a_group(tmp_path: Path, groups: Any, m
     (tmp_path / "t.json").write_text(json.dumps(groups))
     with pytest.raises(DiscoveryError, match=message):
         FileDiscovery(FileSDConfig(files=[str(tmp_path / "t.json")])).refresh()
+
+
+def _file_sd(tmp_path: Path, name: str, text: str) -> FileDiscovery:
+    (tmp_path / name).write_text(text)
+    return FileDiscovery(FileSDConfig(files=[str(tmp_path / name)]))
+
+
+def test_file_sd_yaml_label_values_are_strings_as_written_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: [h:1]\n  labels: {port: 8080, debug: true, ratio: 1.50, none: ~}\n")
+    [target] = discovery.refresh()
+    assert {k: target[k] for k in ("port", "debug", "ratio", "none")} == {
+        "port": "8080", "debug": "true", "ratio": "1.50", "none": ""}
+
+
+def test_file_sd_a_json_number_as_a_label_value_refuses_the_file_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.json", '[{"targets": ["h:1"], "labels": {"port": 8080}}]')
+    with pytest.raises(DiscoveryError, match=r"\.labels must map strings to strings"):
+        discovery.refresh()
+
+
+def test_file_sd_an_empty_target_is_dropped_alone_for_having_no_address(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: ['h:1', '', 'h:2']\n")
+    job = ScrapeJob.model_validate({"forward_to": ["store"], "file_sd_configs": [{"files": ["unused.yml"]}]})
+    kept, dropped = resolve_targets(job, discovery.refresh())
+    assert [t["__address__"] for t in kept] == ["h:1", "h:2"]
+    assert [d.reason for d in dropped] == ["no __address__ after relabeling"]
+
+
+def test_file_sd_a_key_given_twice_refuses_the_file_as_in_prometheus(tmp_path: Path) -> None:
+    discovery = _file_sd(tmp_path, "t.yml", "- targets: ['h:1']\n  labels: {env: a, env: b}\n")
+    with pytest.raises(DiscoveryError, match=r"not valid YAML: key 'env' appears twice in one mapping"):
+        discovery.refresh()
+    assert discovery.targets == []
 
 
 @pytest.mark.parametrize("pattern", ["targets/*.txt", "a/*/b.json", "targets"])
@@ -772,6 +805,71 @@ def test_resolve_targets_drops_targets_with_invalid_label_names() -> None:
                    "relabel_configs": [{"regex": "__meta_(.*)", "action": "labelmap"}]})
     kept, dropped = resolve_targets(job.scrape["app"], [{"__address__": "h:1", "__meta_x-y": "v"}])
     assert kept == [] and dropped[0].reason == "invalid label name(s) after relabeling: x-y"
+
+
+_CPU_ONLY = {"profile.memory": {"enabled": False}, "profile.block": {"enabled": False},
+             "profile.mutex": {"enabled": False}, "profile.goroutine": {"enabled": False}}
+
+
+def _planned(job: dict[str, Any], discovered: list[dict[str, str]]) -> Any:
+    """The plan of one job "app" (process_cpu only) and its dropped targets."""
+    config = _config({"profiling_config": _CPU_ONLY, "file_sd_configs": [{"files": ["t.json"]}], **job})
+    return make_plan(config, {"app": discovered})
+
+
+def test_rules_see_the_labels_prometheus_sets_before_relabeling() -> None:
+    result = _planned({
+        "job_name": "shop",
+        "params": {"module": ["cpu", "x"]},
+        "relabel_configs": [
+            {"source_labels": ["job"], "regex": "shop", "action": "keep"},
+            {"source_labels": ["__param_module"], "regex": "cpu", "action": "keep"},
+            {"source_labels": ["__scrape_interval__", "__scrape_timeout__"], "regex": "15s;15s", "action": "keep"},
+            {"source_labels": ["__scheme__", "__address__"], "separator": "://", "target_label": "endpoint"},
+        ],
+    }, [{"__address__": "h:1"}])
+    [spec] = result.specs
+    assert spec.labels["endpoint"] == "http://h:1"
+    assert spec.url == "http://h:1/debug/pprof/profile?module=cpu&module=x&seconds=14"
+
+
+def test_a_rule_may_change_the_scheme_and_a_param_through_their_labels() -> None:
+    [spec] = _planned({
+        "params": {"module": ["cpu"]},
+        "relabel_configs": [
+            {"source_labels": ["job"], "regex": "app", "target_label": "__scheme__", "replacement": "https"},
+            {"source_labels": ["__param_module"], "target_label": "__param_module", "replacement": "${1}2"},
+        ],
+    }, [{"__address__": "h:1"}]).specs
+    assert spec.url == "https://h:1/debug/pprof/profile?module=cpu2&seconds=14"
+
+
+def test_labels_set_before_relabeling_leave_targets_as_they_were_without_rules() -> None:
+    [spec] = _planned({"params": {"module": ["cpu"]}}, [{"__address__": "h:1", "env": "prod"}]).specs
+    assert spec.target_labels == {"__address__": "h:1", "env": "prod"}
+    assert spec.labels == {"env": "prod", "job": "app", "instance": "h:1", "service_name": "app",
+                           "__name__": "process_cpu"}
+
+
+@pytest.mark.parametrize("address", ["h", "h:21"])
+def test_a_scheme_other_than_http_or_https_refuses_the_target(address: str) -> None:
+    result = _planned({"relabel_configs": [{"target_label": "__scheme__", "replacement": "ftp"}]},
+                      [{"__address__": address}])
+    assert result.specs == []
+    assert [d.reason for d in result.dropped["app"]] == ['invalid scheme: "ftp" (__scheme__ must be http or https)']
+
+
+def test_a_target_interval_other_than_the_jobs_is_refused_with_the_reason() -> None:
+    result = _planned({"relabel_configs": [{"target_label": "__scrape_interval__", "replacement": "1m"}]},
+                      [{"__address__": "h:1"}])
+    assert result.specs == []
+    assert result.dropped["app"][0].reason.startswith("__scrape_interval__ '1m' differs from the job's scrape_interval (15s)")
+
+
+def test_labelkeep_of_the_public_labels_leaves_the_jobs_timing() -> None:
+    result = _planned({"relabel_configs": [{"regex": "__address__|env", "action": "labelkeep"}]},
+                      [{"__address__": "h:1", "env": "prod"}])
+    assert [s.url for s in result.specs] == ["http://h:1/debug/pprof/profile?seconds=14"]
 
 
 def test_discovered_targets_plan_with_service_name_from_kubernetes_metadata(kube: Any) -> None:

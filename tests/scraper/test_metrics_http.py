@@ -100,7 +100,7 @@ def test_metrics_name_every_self_metric_and_count_what_was_observed(serve, redis
     assert sample(text, "pprof_scraper_pushes_total", receiver=receiver, result="unavailable") == 1
     assert sample(text, "phlare_fanout_latency_count", receiver=receiver) == 2
     assert sample(text, "phlare_fanout_latency_sum", receiver=receiver) == pytest.approx(1.7)
-    assert sample(text, "pprof_scraper_scrapes_dropped_total", job=job) == 1
+    assert sample(text, "pprof_scraper_scrapes_dropped_total", scrape_job=job) == 1
     assert sample(text, "pprof_scraper_deadletter_size") == 3
 
 
@@ -117,12 +117,25 @@ def test_a_recorded_scrape_shows_in_metrics_by_result_duration_size_and_lag(serv
     _, _, text = get(serve(), "/metrics")
 
     job, pt = ok_spec.job, ok_spec.profile_type
-    assert sample(text, "pprof_scraper_scrapes_total", job=job, profile_type=pt, result="ok") == 1
-    assert sample(text, "pprof_scraper_scrapes_total", job=job, profile_type=pt, result="connection") == 1
-    assert sample(text, "pprof_scraper_scrape_duration_seconds_sum", job=job, profile_type=pt) == pytest.approx(2.25)
-    assert sample(text, "pprof_scraper_profile_size_bytes_count", job=job, profile_type=pt) == 1
-    assert sample(text, "pprof_scraper_profile_size_bytes_bucket", job=job, profile_type=pt, le="4096.0") == 1
-    assert sample(text, "pprof_scraper_schedule_lag_seconds_sum", job=job) == pytest.approx(2.5)
+    assert sample(text, "pprof_scraper_scrapes_total", scrape_job=job, profile_type=pt, result="ok") == 1
+    assert sample(text, "pprof_scraper_scrapes_total", scrape_job=job, profile_type=pt, result="connection") == 1
+    assert sample(text, "pprof_scraper_scrape_duration_seconds_sum", scrape_job=job, profile_type=pt) == pytest.approx(2.25)
+    assert sample(text, "pprof_scraper_profile_size_bytes_count", scrape_job=job, profile_type=pt) == 1
+    assert sample(text, "pprof_scraper_profile_size_bytes_bucket", scrape_job=job, profile_type=pt, le="4096.0") == 1
+    assert sample(text, "pprof_scraper_schedule_lag_seconds_sum", scrape_job=job) == pytest.approx(2.5)
+
+
+def test_no_self_metric_has_a_label_that_prometheus_sets_on_the_scrape_itself(serve):
+    # Prometheus stores a `job` or `instance` label of a scraped sample as `exported_job`/`exported_instance`
+    spec = make_spec(job=f"job-{uuid.uuid4().hex[:8]}")
+    metrics.observe_dropped(spec.job)
+    metrics.observe_push("store", "ok", 0.1)
+
+    _, _, text = get(serve(), "/metrics")
+
+    names = {name for family in text_string_to_metric_families(text) for s in family.samples for name in s.labels}
+    assert "scrape_job" in names
+    assert not names & {"job", "instance"}
 
 
 def test_metrics_are_served_without_the_deadletter_size_when_redis_is_down(serve):
@@ -161,7 +174,7 @@ def test_metrics_of_a_host_sum_every_worker_process_sharing_the_multiprocess_dir
 
         _, _, text = get(serve(), "/metrics")
 
-        assert sample(text, "pprof_scraper_scrapes_dropped_total", job=job) == 5
+        assert sample(text, "pprof_scraper_scrapes_dropped_total", scrape_job=job) == 5
         assert sample(text, "pprof_scraper_pushes_total", receiver="store", result="ok") == 2
         assert sample(text, "phlare_fanout_latency_count", receiver="store") == 2
     finally:

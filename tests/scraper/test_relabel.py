@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from scraper.config import ConfigError, parse_config
+from scraper.config import ConfigError, parse_config, parse_config_text
 from scraper.relabel import RegexError, RelabelConfig, compile_regex, expand, hashmod, relabel
 
 
@@ -156,6 +156,18 @@ CASES: list[tuple[str, dict[str, str], list[dict[str, Any]], dict[str, str] | No
         {"foo": "bAr123Foo", "test": "bar", "foo_uppercase": "BAR123FOO"},
     ),
     (
+        "lowercase maps one character at a time, as Go's strings.ToLower (no dotted i, no final sigma)",
+        {"a": "İSTANBUL ΌΣΟΣ"},
+        [{"source_labels": ["a"], "target_label": "b", "action": "lowercase"}],
+        {"a": "İSTANBUL ΌΣΟΣ", "b": "istanbul όσοσ"},
+    ),
+    (
+        "uppercase maps one character at a time, as Go's strings.ToUpper (ß and ﬀ stay, ᾳ is ᾼ)",
+        {"a": "straße ﬀ ᾳ"},
+        [{"source_labels": ["a"], "target_label": "b", "action": "uppercase"}],
+        {"a": "straße ﬀ ᾳ", "b": "STRAßE ﬀ ᾼ"},
+    ),
+    (
         "lowercase of a missing label removes the target",
         {"a": "x", "t": "old"},
         [{"source_labels": ["missing"], "target_label": "t", "action": "lowercase"}],
@@ -286,7 +298,7 @@ EXPAND_CASES = [
 
 @pytest.mark.parametrize(("template", "expected"), EXPAND_CASES, ids=[c[0] for c in EXPAND_CASES])
 def test_expand_follows_go_regexp_expand(template: str, expected: str) -> None:
-    match = re.fullmatch("(?P<first>a+)(b+)?(c*)", "aac")
+    match = compile_regex("(?P<first>a+)(b+)?(c*)").search("aac")
     assert match is not None
     assert expand(template, match) == expected
 
@@ -312,36 +324,71 @@ RE2_CASES: list[tuple[str, list[str], list[str]]] = [
 @pytest.mark.parametrize(("pattern", "good", "bad"), RE2_CASES, ids=[c[0] for c in RE2_CASES])
 def test_re2_patterns_mean_what_they_mean_in_re2(pattern: str, good: list[str], bad: list[str]) -> None:
     compiled = compile_regex(pattern)
-    assert all(compiled.fullmatch(v) for v in good)
-    assert not any(compiled.fullmatch(v) for v in bad)
+    assert all(compiled.search(v) for v in good)
+    assert not any(compiled.search(v) for v in bad)
+
+
+# (RE2 pattern, input, what "$1" expands to; None = no match): results Go's regexp gives
+# (checked with Go 1.19, the Go of Prometheus 2.42). Python's re disagrees on the repeated groups.
+GO_MATCHES: list[tuple[str, str, str | None]] = [
+    ("(a*)*", "aaa", "aaa"),
+    ("(a*)+", "aaa", "aaa"),
+    ("([^/]*)*", "aaa", "aaa"),
+    ("(.*?)*", "aaa", "aaa"),
+    ("(a|)*", "aaa", "a"),
+    ("(?U)(a*)(a*)", "aaa", ""),  # ungreedy: the first group takes nothing
+    ("(\\pL+)\\d", "éa1", "éa"),
+    ("(\\p{Greek}+)", "αβ", "αβ"),
+    ("([[:^alpha:]]+)", "12-", "12-"),
+    ("([[:^alpha:]]+)", "a1", None),
+    ("(?i)(straße)", "STRASSE", None),  # simple case folding only
+]
+
+
+@pytest.mark.parametrize(("pattern", "value", "group"), GO_MATCHES, ids=[f"{c[0]} on {c[1]}" for c in GO_MATCHES])
+def test_groups_are_what_go_regexp_gives(pattern: str, value: str, group: str | None) -> None:
+    labels = {"a": value}
+    result = relabel(labels, rules({"source_labels": ["a"], "regex": pattern, "target_label": "b", "replacement": "<$1>"}))
+    assert result == (labels if group is None else {**labels, "b": f"<{group}>"})
+
+
+def test_a_regex_that_unbalances_the_anchoring_matches_as_in_prometheus() -> None:
+    # Prometheus compiles "^(?s:" + regex + ")$" and searches: "a)|(b" means "starts with a or ends with b"
+    keep = rules({"source_labels": ["a"], "regex": "a)|(b", "action": "keep"})
+    assert [v for v in ("axyz", "xyzb", "xyz") if relabel({"a": v}, keep)] == ["axyz", "xyzb"]
 
 
 REFUSED = [
-    ("(a)\\1", "backreference"),
-    ("(?P<x>a)(?P=x)", "named backreference"),
-    ("foo(?=bar)", "lookahead"),
-    ("foo(?!bar)", "negative lookahead"),
-    ("(?<=a)b", "lookbehind"),
-    ("(?<!a)b", "negative lookbehind"),
-    ("(?>a)", "atomic group"),
-    ("a*+", "possessive"),
-    ("a++", "possessive"),
-    ("\\pL", "Unicode classes"),
-    ("(?U)a*", "ungreedy"),
-    ("(?x)a", "unknown flag"),
-    ("a\\Z", "use \\z"),
-    ("\\u0041", "invalid escape"),
-    ("(", "missing ')'"),
-    ("a)", "unexpected ')'"),
-    ("[a", "missing ']'"),
-    ("[[:nope:]]", "unknown POSIX class"),
+    ("(a)\\1", "invalid escape sequence: \\1"),
+    ("(?P<x>a)(?P=x)", "invalid perl operator: (?P"),
+    ("foo(?=bar)", "invalid perl operator: (?="),
+    ("foo(?!bar)", "invalid perl operator: (?!"),
+    ("(?<=a)b", "invalid perl operator: (?<="),
+    ("(?<!a)b", "invalid perl operator: (?<!"),
+    ("(?>a)", "invalid perl operator: (?>"),
+    ("a*+", "bad repetition operator: *+"),
+    ("a++", "bad repetition operator: ++"),
+    ("(?x)a", "invalid perl operator: (?x"),
+    ("a\\Z", "invalid escape sequence: \\Z"),
+    ("\\u0041", "invalid escape sequence: \\u"),
+    ("x{1001}", "invalid repetition size: {1001}"),
+    ("\\C", "invalid escape sequence \\C"),  # C++ RE2 has it (any byte), Go does not
+    ("(", "missing )"),
+    ("a)", "unexpected )"),
+    ("[a", "missing ]"),
+    ("[[:nope:]]", "invalid character class range: [:nope:]"),
 ]
 
 
 @pytest.mark.parametrize(("pattern", "message"), REFUSED, ids=[c[0] for c in REFUSED])
-def test_constructs_re2_lacks_are_refused_with_a_clear_error(pattern: str, message: str) -> None:
-    with pytest.raises(RegexError, match=re.escape(message)):
+def test_what_go_regexp_refuses_is_refused_with_re2s_reason(pattern: str, message: str) -> None:
+    with pytest.raises(RegexError, match=re.escape(f"regex {pattern!r} is not valid RE2: ") + ".*" + re.escape(message)):
         compile_regex(pattern)
+
+
+def test_an_escaped_backslash_before_c_and_c_in_a_literal_are_fine() -> None:
+    assert compile_regex("\\\\C").search("\\C")
+    assert compile_regex("\\Q\\C\\E").search("\\C")
 
 
 INVALID = [
@@ -365,7 +412,7 @@ INVALID = [
     ({"action": "labelkeep", "regex": "x", "replacement": "y"}, "labelkeep action requires only 'regex'"),
     ({"action": "rewrite"}, "Input should be 'replace'"),
     ({"source_labels": ["bad-name"], "action": "keep"}, "invalid label name"),
-    ({"regex": "(a)\\1", "action": "keep"}, "backreference"),
+    ({"regex": "(a)\\1", "action": "keep"}, "is not valid RE2: invalid escape sequence: \\1"),
     ({"action": "keep", "typo": 1}, "Extra inputs are not permitted"),
 ]
 
@@ -392,3 +439,47 @@ def test_a_bad_rule_in_a_config_file_names_its_field() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(data)
     assert caught.value.problems == ["scrape.app.relabel_configs[1]: relabel configuration for hashmod requires non-zero modulus"]
+
+
+def _job_from_yaml(relabel_yaml: str, targets: str = '[{__address__: "h:1"}]') -> Any:
+    text = f"scrape:\n  app:\n    targets: {targets}\n    forward_to: [store]\n    relabel_configs:\n{relabel_yaml}\nwrite:\n  store: {{type: file}}\n"
+    return parse_config_text(text).scrape["app"]
+
+
+def test_an_unquoted_true_in_a_rule_is_the_string_true_as_in_prometheus_examples() -> None:
+    job = _job_from_yaml("      - source_labels: [scrape]\n        regex: true\n        action: keep")
+    assert relabel({"scrape": "true"}, job.relabel_configs) == {"scrape": "true"}
+    assert relabel({"scrape": "True"}, job.relabel_configs) is None
+
+
+def test_unquoted_numbers_in_a_rule_are_strings_as_written() -> None:
+    job = _job_from_yaml(
+        "      - {source_labels: [a], target_label: port, replacement: 8080}\n"
+        "      - {source_labels: [a], target_label: ratio, replacement: 1.50}\n"
+        "      - {source_labels: [a], target_label: shard, modulus: 4, action: hashmod}"
+    )
+    result = relabel({"a": "x"}, job.relabel_configs)
+    assert result is not None and (result["port"], result["ratio"]) == ("8080", "1.50")
+    assert job.relabel_configs[2].modulus == 4
+
+
+def test_an_empty_regex_matches_only_the_empty_string_as_in_prometheus() -> None:
+    job = _job_from_yaml("      - source_labels: [a]\n        regex:\n        action: keep")
+    assert relabel({"b": "x"}, job.relabel_configs) == {"b": "x"}
+    assert relabel({"a": "x"}, job.relabel_configs) is None
+
+
+def test_an_action_with_no_value_is_refused_as_prometheus_refuses_it() -> None:
+    with pytest.raises(ConfigError, match=re.escape("scrape.app.relabel_configs[0].action: relabel action cannot be empty")):
+        _job_from_yaml("      - source_labels: [a]\n        action:")
+
+
+def test_unquoted_scalars_in_static_target_labels_are_strings_as_written() -> None:
+    job = _job_from_yaml("      []", targets='[{__address__: "h:1", port: 8080, debug: true, ratio: 1.50}]')
+    assert job.targets == [{"__address__": "h:1", "port": "8080", "debug": "true", "ratio": "1.50"}]
+
+
+def test_a_value_with_a_lone_surrogate_is_matched_not_a_crash() -> None:
+    # json.loads('"\\ud800"') gives one; Go's JSON decoder would have made it U+FFFD
+    result = relabel({"a": "x\ud800"}, rules({"source_labels": ["a"], "regex": "x(.*)", "target_label": "b"}))
+    assert result is not None and result["b"].startswith("\ufffd")
