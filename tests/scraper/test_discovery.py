@@ -846,7 +846,7 @@ def test_a_rule_may_change_the_scheme_and_a_param_through_their_labels() -> None
 
 def test_labels_set_before_relabeling_leave_targets_as_they_were_without_rules() -> None:
     [spec] = _planned({"params": {"module": ["cpu"]}}, [{"__address__": "h:1", "env": "prod"}]).specs
-    assert spec.target_labels == {"__address__": "h:1", "env": "prod"}
+    assert spec.target_labels == {"__address__": "h:1", "env": "prod", "service_name": "app"}
     assert spec.labels == {"env": "prod", "job": "app", "instance": "h:1", "service_name": "app",
                            "__name__": "process_cpu"}
 
