@@ -39,9 +39,8 @@ from .lock import BeatLock
 
 log = logging.getLogger(__name__)
 
-#: The Redis list the scrape queue lives in, and the fewest queued scrape tasks beat tolerates
-#: before shedding (otherwise about half an interval's worth of the plan's tasks).
-SCRAPE_QUEUE = "scrape"
+#: The fewest queued scrape tasks beat tolerates before shedding (otherwise about half an
+#: interval's worth of the plan's tasks).
 MIN_BACKLOG_LIMIT = 10
 
 #: Publishes sent to Redis in one pipeline.
@@ -193,11 +192,11 @@ class PlanScheduler(Scheduler):
         if not heap or heap[0][0] > now:
             return
         if self._queue is None:
-            self._queue = self.app.amqp.queues["scrape"]
+            self._queue = self.app.amqp.queues[keys.SCRAPE_QUEUE]
             self.producer.maybe_declare(self._queue)
         # Workers that are half an interval behind will only find expired scrapes in what beat adds,
         # and discarding an expired message costs them nearly as much as running it: shed at the source.
-        backlog = self.redis.llen(SCRAPE_QUEUE)
+        backlog = self.redis.llen(keys.SCRAPE_QUEUE)
         limit = self._backlog_limit()
         shedding = backlog > limit
         shed = 0

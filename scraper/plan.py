@@ -16,14 +16,8 @@ from urllib.parse import urlencode
 from .config import Config, ScrapeJob
 from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
+from .labels import ADDRESS, META_PREFIX, NAME, PARAM_PREFIX, PROFILE_PATH, PROFILE_PATH_PREFIX, SCHEME
 
-ADDRESS = "__address__"
-SCHEME = "__scheme__"
-PROFILE_PATH = "__profile_path__"
-PROFILE_PATH_PREFIX = "__profile_path_prefix__"
-PARAM_PREFIX = "__param_"
-META_PREFIX = "__meta_"
-NAME = "__name__"
 
 #: Target labels that Alloy reads to name a service when the target has no ``service_name``, in order.
 _SERVICE_NAME_SOURCES = (

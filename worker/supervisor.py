@@ -171,7 +171,7 @@ class Supervisor:
     def _report(self, client, previous: dict[str, int]) -> dict[str, int]:
         try:
             counters = status.read_counters(client)
-            pending = client.llen("push")
+            pending = client.llen(keys.PUSH_QUEUE)
             dead = client.llen(keys.DEADLETTER)
         except Exception as exc:  # noqa: BLE001 - a progress line must never stop the run
             log.warning("progress unavailable: %s", exc)

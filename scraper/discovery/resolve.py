@@ -6,13 +6,12 @@ import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..labels import ADDRESS, META_PREFIX
 from ..relabel import LABEL_NAME, Relabeler
-from .base import ADDRESS, Discoverer
+from .base import Discoverer
 
 if TYPE_CHECKING:
     from ..config import ScrapeJob
-
-META_PREFIX = "__meta_"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from beat.scheduler import MIN_BACKLOG_LIMIT, SCRAPE_QUEUE, PlanScheduler
+from beat.scheduler import MIN_BACKLOG_LIMIT, PlanScheduler
+from scraper.keys import SCRAPE_QUEUE
 from scraper import keys, status
 from tests.conftest import wait_until
 from tests.queued import scrapes_of
