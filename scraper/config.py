@@ -252,18 +252,14 @@ class FileReceiverConfig(_Model):
     external_labels: dict[str, str] = {}
 
 
-class PyroscopeReceiverConfig(_Model):
-    """Grafana Pyroscope's push API (or the legacy ``/ingest`` endpoint with ``api: ingest``)."""
+class PyroscopeReceiverConfig(HTTPClientConfig):
+    """Grafana Pyroscope's push API (or the legacy ``/ingest`` endpoint with ``api: ingest``), with
+    every HTTP client option of a scrape job (squashed in, as in pyroscope.write's endpoint)."""
 
     type: Literal["pyroscope"]
     url: str
     api: Literal["push", "ingest"] = "push"
     headers: dict[str, SecretStr] = {}
-    basic_auth: BasicAuth | None = None
-    bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    tls_config: TLSConfig = TLSConfig()
-    proxy_url: str | None = None
     external_labels: dict[str, str] = {}
     remote_timeout: Duration = timedelta(seconds=10)
     min_backoff_period: Duration = timedelta(milliseconds=500)
@@ -279,10 +275,7 @@ class PyroscopeReceiverConfig(_Model):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _one_auth_method(self) -> PyroscopeReceiverConfig:
-        chosen = [n for n in ("basic_auth", "bearer_token", "bearer_token_file") if getattr(self, n) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"at most one of basic_auth, bearer_token, bearer_token_file may be set, got {' and '.join(chosen)}")
+    def _backoff_window(self) -> PyroscopeReceiverConfig:
         if self.min_backoff_period > self.max_backoff_period:
             raise ValueError("min_backoff_period must not exceed max_backoff_period")
         return self
