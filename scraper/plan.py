@@ -116,16 +116,12 @@ def infer_service_name(labels: dict[str, str], job_name: str) -> str:
     return job_name
 
 
-def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
-    """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
-    return _key(job, profile_type, _label_part(labels))
-
-
 def _label_part(labels: dict[str, str]) -> str:
     return "\x00".join(f"{k}={v}" for k, v in sorted(public_labels(labels).items()))
 
 
 def _key(job: str, profile_type: str, label_part: str) -> str:
+    """A short hex identity of (job, profile type, public labels), equal across processes and restarts."""
     return hashlib.sha256(f"{job}\x00{profile_type}\x00{label_part}".encode()).hexdigest()[:16]
 
 
