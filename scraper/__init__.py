@@ -4,8 +4,9 @@ The stages, in the order a profile passes them (``worker/`` and ``beat/`` only a
 
     config, httpconfig      the YAML config and its HTTP client options
     discovery               targets from files, HTTP, DNS, Kubernetes; relabeling (relabel)
-    plan                    scrape specs and when each is due
-    scrape, client          one scrape of one target: the request, the checks
+    plan, schedule          scrape specs, and when each is due (beat's heap, grouping, shedding)
+    scrape, client          one scrape of one target: the fetch and its checks
+    httpclient              every outgoing request (scrapes, HTTP SD, pushes): TLS, auth, proxies
     delivery, receivers     pushes to Pyroscope or the file store, their retries and dead letters
     runtime, status         what a worker process holds; each target's last result
 
@@ -20,26 +21,49 @@ from typing import Any
 
 _PUBLIC = {
     "Config": "config",
-    "ConfigSource": "config",
-    "HTTPClientConfig": "httpconfig",
-    "ScrapeJob": "config",
-    "load_config": "config",
-    "parse_config_text": "config",
-    "Plan": "plan",
-    "ScrapeSpec": "plan",
-    "make_plan": "plan",
-    "scrape_once": "scrape",
-    "ScrapeResult": "scrape",
-    "TargetClient": "client",
-    "Profile": "receivers",
-    "Receiver": "receivers",
-    "ScraperError": "errors",
     "ConfigError": "errors",
-    "ScrapeError": "errors",
+    "ConfigSource": "config",
+    "HTTPClient": "httpclient",
+    "HTTPClientConfig": "httpconfig",
+    "Plan": "plan",
+    "Profile": "receivers",
     "PushError": "errors",
+    "Receiver": "receivers",
+    "ScrapeError": "errors",
+    "ScrapeJob": "config",
+    "ScrapeResult": "scrape",
+    "Schedule": "schedule",
+    "ScrapeSpec": "plan",
+    "ScraperError": "errors",
+    "TargetClient": "client",
+    "load_config": "config",
+    "make_plan": "plan",
+    "parse_config_text": "config",
+    "scrape_once": "scrape",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ConfigSource",
+    "HTTPClient",
+    "HTTPClientConfig",
+    "Plan",
+    "Profile",
+    "PushError",
+    "Receiver",
+    "ScrapeError",
+    "ScrapeJob",
+    "ScrapeResult",
+    "Schedule",
+    "ScrapeSpec",
+    "ScraperError",
+    "TargetClient",
+    "load_config",
+    "make_plan",
+    "parse_config_text",
+    "scrape_once",
+]
 
 
 def __getattr__(name: str) -> Any:

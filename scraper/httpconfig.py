@@ -93,12 +93,12 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 def _header_names(headers: dict[str, list[SecretStr]], field: str, reserved: frozenset[str]) -> None:
-    for name in headers:
+    for name, values in headers.items():
         if not _HEADER_NAME.fullmatch(name):
             raise ValueError(f"{field}: {name!r} is not a valid header name")
         if name.lower() in reserved:
             raise ValueError(f"{field}: setting header {name!r} is not allowed (the client sets it)")
-        if any(_NOT_IN_HEADER.search(value.get_secret_value()) for value in headers[name]):
+        if any(_NOT_IN_HEADER.search(value.get_secret_value()) for value in values):
             raise ValueError(f"{field}: a value of {name!r} contains a line break or another control character")
 
 
