@@ -330,6 +330,9 @@ class Config(_Model):
                     "certificates of this job's targets are not verified"
                 )
         for name, receiver in self.write.items():
+            if isinstance(receiver, PyroscopeReceiverConfig) and "enable_http_2" in receiver.model_fields_set \
+                    and receiver.enable_http_2:
+                out.append(f"write.{name}.enable_http_2: requests speaks HTTP/1.1 only; pushes go over HTTP/1.1")
             if isinstance(receiver, PyroscopeReceiverConfig) and receiver.tls_config.insecure_skip_verify:
                 out.append(
                     f"write.{name}.tls_config.insecure_skip_verify: the receiver's certificate is not verified, "
