@@ -4,36 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 import redis
+from redis.exceptions import LockError
 
 from scraper import keys
 
 log = logging.getLogger(__name__)
-
-_EXTEND_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
-return 0
-"""
-_RELEASE_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
 
 
 class BeatLock:
     """A Redis key with a short TTL that the emitting beat renews on every tick.
 
     A beat that dies stops renewing it, so a standby takes over once the TTL runs out; a beat
-    that finds it has lost the lock stops emitting at once.
+    that finds it has lost the lock stops emitting at once. Taking, renewing and releasing it only
+    while this beat's token is in the key is redis-py's :class:`redis.lock.Lock`.
     """
 
     def __init__(self, client: redis.Redis, ttl_s: float, key: str = keys.BEAT_LOCK) -> None:
         self.client = client
         self.ttl_ms = int(ttl_s * 1000)
         self.key = key
-        self.token = uuid.uuid4().hex
+        # thread_local=False: the lock is renewed by ticks and released at close, not always on one thread.
+        self._lock = client.lock(key, timeout=ttl_s, blocking=False, thread_local=False)
         self.held = False
         self._renewed = 0.0
 
@@ -46,12 +39,15 @@ class BeatLock:
         now = time.monotonic()
         if self.held and now - self._renewed < self.ttl_ms / 4000:
             return True
-        if self.held and self.client.eval(_EXTEND_IF_OWNER, 1, self.key, self.token, self.ttl_ms):
-            self._renewed = now
-            return True
         if self.held:
-            log.warning("beat lost its lock to another beat; standing by")
-        self.held = bool(self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+            try:
+                self._lock.reacquire()  # the TTL again, if the key still holds our token
+                self._renewed = now
+                return True
+            except LockError:
+                log.warning("beat lost its lock to another beat; standing by")
+                self.held = False
+        self.held = self._lock.acquire(blocking=False)
         if self.held:
             self._renewed = now
             log.info("beat holds the lock and emits scrapes")
@@ -60,5 +56,8 @@ class BeatLock:
     def release(self) -> None:
         """Give the lock up so a standby can take over at once."""
         if self.held:
-            self.client.eval(_RELEASE_IF_OWNER, 1, self.key, self.token)
             self.held = False
+            try:
+                self._lock.release()
+            except LockError:
+                pass  # it had expired or passed to another beat: nothing of ours to release

@@ -1,24 +1,22 @@
 """A Celery beat scheduler whose entries are the plan: every target's profile types at every slot.
 
 The stock scheduler compares every entry on every tick (O(N) per tick, O(N²) per cycle), which
-cannot serve thousands of targets. This one keeps a heap of (next slot, target): a tick pops what
-is due and pushes each target's next slot, O(log N) per target, then sends one task per job
-carrying the due targets (up to ``SCRAPER_TARGETS_PER_TASK``) with all their profile types.
-Celery costs a worker about as much per message as a scrape costs, so grouping by target, then
-by tick, is what lets two workers keep up with a thousand targets (docs/benchmarks.md). A small
-fleet, whose slots rarely share a tick, still gets one task per target. Slots are pinned to
-absolute time (``k * interval + offset``), so they survive restarts, reloads and a change of
-emitting beat.
+cannot serve thousands of targets. The scheduling itself (the heap of slots, grouping due targets
+into tasks, shedding) is :mod:`scraper.schedule`'s, without Celery or a clock; this adapter holds
+the beat lock, reads the clock and the queue's backlog, publishes the plan's state to Redis and
+sends each :class:`~scraper.schedule.ScrapeTask` as one ``scraper.scrape`` message. Celery costs
+a worker about as much per message as a scrape costs, so grouping by target, then by tick, is what
+lets two workers keep up with a thousand targets (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import heapq
 import json
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,7 +28,8 @@ from kombu.utils.uuid import uuid
 
 from scraper import keys, status
 from scraper.discovery.runner import DiscoveryRunner
-from scraper.plan import Plan, ScrapeSpec, describe, make_plan, next_slot
+from scraper.plan import Plan, ScrapeSpec, describe, make_plan
+from scraper.schedule import MIN_BACKLOG_LIMIT, Schedule, ScrapeTask
 from scraper.broker import broker_url, connect_redis
 from scraper.config import Config, ConfigSource
 from scraper.settings import Settings
@@ -39,10 +38,7 @@ from .lock import BeatLock
 
 log = logging.getLogger(__name__)
 
-#: The Redis list the scrape queue lives in, and the fewest queued scrape tasks beat tolerates
-#: before shedding (otherwise about half an interval's worth of the plan's tasks).
-SCRAPE_QUEUE = "scrape"
-MIN_BACKLOG_LIMIT = 10
+__all__ = ["MIN_BACKLOG_LIMIT", "PlanScheduler"]
 
 #: Publishes sent to Redis in one pipeline.
 PUBLISH_BATCH = 500
@@ -65,15 +61,15 @@ class PlanScheduler(Scheduler):
     """Emits every spec once per interval, at its slot, in ``scraper.scrape`` tasks (one per job and
     tick, up to ``targets_per_task`` targets each), while holding the beat lock."""
 
+    #: the wall clock: the one place beat reads it
+    clock: Callable[[], float] = staticmethod(time.time)
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._heap: list[tuple[float, int, list[ScrapeSpec]]] = []
+        self.slots = Schedule()
         self._specs: list[ScrapeSpec] = []
-        self._groups: list[list[ScrapeSpec]] = []
         self._hup = threading.Event()
         self._heap_stale = True
         self._queue: Queue | None = None
-        self._tasks_sent = 0
-        self._targets_sent = 0
         self._shed_logged = 0.0
         self._unpublished: tuple[Plan, dict[str, str]] | None = None
         self._redis_down_since: float | None = None
@@ -89,7 +85,7 @@ class PlanScheduler(Scheduler):
             raise SystemExit("SCRAPER_CONFIG is not set: point it at the YAML config file")
         self.redis = connect_redis(broker_url(settings))
         self.shard = settings.beat_shard
-        self.targets_per_task = settings.targets_per_task
+        self.slots.targets_per_task = settings.targets_per_task
         self.lock = BeatLock(self.redis, settings.beat_lock_ttl, key=keys.sharded(keys.BEAT_LOCK, self.shard))
         self.source = ConfigSource(settings.config)
         self.discovery = DiscoveryRunner(self.source.get())
@@ -137,7 +133,7 @@ class PlanScheduler(Scheduler):
         try:
             if self._unpublished is not None:
                 self._publish()
-            delay = self._tick(time.time())
+            delay = self._tick(self.clock())
         except REDIS_UNREACHABLE as exc:
             return self._redis_unreachable(exc)
         if self._redis_down_since is not None:
@@ -164,14 +160,13 @@ class PlanScheduler(Scheduler):
             self._maybe_reload()
             return MAX_SLEEP_S
         if self._heap_stale:
-            self._rebuild_heap(after=self._resume_point(now))
+            self.slots.restart(after=self._resume_point(now))
+            self._heap_stale = False
         self._emit_due(now)
         # Everything due up to now is sent: a reload or a beat taking over resumes from here.
         self.redis.set(self._key(keys.BEAT_EMITTED_UNTIL), repr(now))
         self._maybe_reload()
-        if not self._heap:
-            return MAX_SLEEP_S
-        return max(MIN_SLEEP_S, min(self._heap[0][0] - time.time(), MAX_SLEEP_S))
+        return self.slots.sleep_s(self.clock(), MIN_SLEEP_S, MAX_SLEEP_S)
 
     def close(self) -> None:
         self.discovery.stop()
@@ -189,79 +184,56 @@ class PlanScheduler(Scheduler):
         emitted_until = float(self.redis.get(self._key(keys.BEAT_EMITTED_UNTIL)) or 0)
         return emitted_until if 0 <= now - emitted_until <= 2 * self.lock.ttl_ms / 1000 else now
 
+    @property
+    def targets_per_task(self) -> int:
+        return self.slots.targets_per_task
+
+    @targets_per_task.setter
+    def targets_per_task(self, value: int) -> None:
+        self.slots.targets_per_task = value
+
     def _emit_due(self, now: float) -> None:
-        heap = self._heap
-        if not heap or heap[0][0] > now:
+        next_due = self.slots.next_due
+        if next_due is None or next_due > now:
             return
         if self._queue is None:
-            self._queue = self.app.amqp.queues["scrape"]
+            self._queue = self.app.amqp.queues[keys.SCRAPE_QUEUE]
             self.producer.maybe_declare(self._queue)
-        # Workers that are half an interval behind will only find expired scrapes in what beat adds,
-        # and discarding an expired message costs them nearly as much as running it: shed at the source.
-        backlog = self.redis.llen(SCRAPE_QUEUE)
-        limit = self._backlog_limit()
-        shedding = backlog > limit
-        shed = 0
-        due_by_job: dict[tuple[str, tuple[str, ...]], list[tuple[list[ScrapeSpec], float]]] = {}
-        while heap and heap[0][0] <= now:
-            due, index, group = heapq.heappop(heap)
-            first = group[0]
-            if shedding:
-                shed += len(group)
-            elif now - due < first.interval_s:
-                due_by_job.setdefault((first.job, tuple(spec.profile_type for spec in group)), []).append((group, due))
-            else:
-                log.warning("slot of %s %s %s is over an interval late; skipped", first.job, first.url, due)
-            heapq.heappush(heap, (next_slot(first, max(due, now - first.interval_s)), index, group))
+        backlog = self.redis.llen(keys.SCRAPE_QUEUE)
+        emission = self.slots.due(now, backlog)
+        for late in emission.late:
+            log.warning("slot of %s %s %s is over an interval late; skipped", late.target.first.job,
+                        late.target.first.url, late.slot)
         # One Redis pipeline per batch instead of a round trip (and a new client) per message
         with self.producer.batch(max_size=PUBLISH_BATCH):
-            for due_groups in due_by_job.values():
-                for start in range(0, len(due_groups), self.targets_per_task):
-                    self._send(due_groups[start:start + self.targets_per_task])
-        if shed:
-            status.incr_counter(self.redis, "scrapes_dropped", shed)
+            for task in emission.tasks:
+                self._send(task)
+        if emission.shed:
+            status.incr_counter(self.redis, "scrapes_dropped", emission.shed)
             if time.monotonic() - self._shed_logged >= REDIS_LOG_EVERY_S:
                 self._shed_logged = time.monotonic()
                 log.warning("workers are behind: %d scrape tasks queued (limit %d); dropping due scrapes "
-                            "until they catch up (add workers or lengthen intervals)", backlog, limit)
+                            "until they catch up (add workers or lengthen intervals)",
+                            backlog, self.slots.backlog_limit())
 
-    def _send(self, due_groups: list[tuple[list[ScrapeSpec], float]]) -> None:
-        """Send one task for every profile type of targets of one job, each at its slot."""
+    def _send(self, task: ScrapeTask) -> None:
+        """Send ``task`` as one ``scraper.scrape(job, profile_types, [target labels], [slots])`` message:
+        lists always, even of one target."""
         # Celery's own message builder and sender, without app.send_task's per-call routing and
         # option merging: at 10,000 specs per interval that overhead is most of beat's CPU.
         amqp = self.app.amqp
-        first = due_groups[0][0][0]
-        types = [spec.profile_type for spec in due_groups[0][0]]
-        slots = [due for _, due in due_groups]
-        if len(due_groups) == 1:  # one target: its labels and slot as such, as a reader expects in Flower
-            targets: object = first.target_labels
-            scheduled: object = slots[0]
-        else:
-            targets = [group[0].target_labels for group, _ in due_groups]
-            scheduled = slots
-        instances = [group[0].labels.get("instance", "") for group, _ in due_groups]
+        slots = [due.slot for due in task.due]
+        targets = [due.target.first.target_labels for due in task.due]
+        instances = [due.target.first.labels.get("instance", "") for due in task.due]
         message = amqp.create_task_message(
-            uuid(), "scraper.scrape", (first.job, types, targets, scheduled), {},
+            uuid(), "scraper.scrape", (task.job, list(task.profile_types), targets, slots), {},
             # A scrape that cannot start within its interval is dropped rather than run late.
-            expires=datetime.fromtimestamp(min(slots) + first.interval_s, tz=timezone.utc),
-            argsrepr=describe(first.job, instances, types, min(slots)),
+            expires=datetime.fromtimestamp(task.expires_at, tz=timezone.utc),
+            argsrepr=describe(task.job, instances, list(task.profile_types), min(slots)),
             kwargsrepr="{}", ignore_result=True,
         )
         amqp.send_task_message(self.producer, "scraper.scrape", message, queue=self._queue, declare=[])
-        self.emitted += sum(len(group) for group, _ in due_groups)
-        self._tasks_sent += 1
-        self._targets_sent += len(due_groups)
-
-    def _backlog_limit(self) -> int:
-        """Queued scrape tasks that hold about half an interval of the plan, given how many targets
-        a task has carried on average so far."""
-        targets_per_task = self._targets_sent / self._tasks_sent if self._tasks_sent else 1.0
-        return max(MIN_BACKLOG_LIMIT, int(len(self._groups) / 2 / targets_per_task))
-
-    def _rebuild_heap(self, after: float) -> None:
-        self._heap = [(next_slot(group[0], after), i, group) for i, group in enumerate(self._groups)]
-        heapq.heapify(self._heap)
-        self._heap_stale = False
+        self.emitted += task.specs
 
     def _apply(self, config: Config) -> None:
         """Plan ``config`` with the targets discovered so far, and publish what it implies."""
@@ -269,11 +241,8 @@ class PlanScheduler(Scheduler):
         self._discovery_seen = version
         planned = make_plan(config, discovered)
         self._specs = planned.specs
-        groups: dict[str, list[ScrapeSpec]] = {}
-        for spec in self._specs:
-            groups.setdefault(spec.target_key, []).append(spec)
-        self._groups = list(groups.values())
-        self._heap_stale = True
+        self.slots.plan(self._specs, after=self.clock())
+        self._heap_stale = True  # the next tick restarts it where emission stopped
         self._unpublished = (planned, errors)  # until Redis has it: tick retries if Redis fails
         self._publish()
 

@@ -19,9 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -32,114 +30,19 @@ from pydantic import (
 from .discovery.models import DNSSDConfig, FileSDConfig, HTTPSDConfig, KubernetesSDConfig
 from .durations import Duration
 from .errors import ConfigError
+from .httpconfig import (  # noqa: F401 - re-exported: the config's models are named from here too
+    Authorization,
+    BasicAuth,
+    HTTPClientConfig,
+    OAuth2,
+    TLSConfig,
+)
+from .httpconfig import Model as _Model
+from .labels import ADDRESS
 from .relabel import RelabelConfig
 from .yamlload import StrictLoader
 
 log = logging.getLogger(__name__)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-# --------------------------------------------------------------------------- HTTP client
-
-
-class TLSConfig(_Model):
-    """How to verify the server and, optionally, present a client certificate."""
-
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
-    insecure_skip_verify: bool = False
-    min_version: Literal["TLS10", "TLS11", "TLS12", "TLS13"] | None = None
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TLSConfig:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
-
-
-def _exclusive(model: BaseModel, a: str, b: str) -> None:
-    if getattr(model, a) is not None and getattr(model, b) is not None:
-        raise ValueError(f"at most one of {a} and {b} may be set")
-
-
-class BasicAuth(_Model):
-    username: str
-    password: SecretStr | None = None
-    password_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_password(self) -> BasicAuth:
-        _exclusive(self, "password", "password_file")
-        return self
-
-
-class Authorization(_Model):
-    type: str = "Bearer"
-    credentials: SecretStr | None = None
-    credentials_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _one_credential(self) -> Authorization:
-        _exclusive(self, "credentials", "credentials_file")
-        if self.credentials is None and self.credentials_file is None:
-            raise ValueError("one of credentials and credentials_file is required")
-        return self
-
-
-class OAuth2(_Model):
-    """OAuth 2.0 client credentials grant; the token is cached until it expires."""
-
-    client_id: str
-    client_secret: SecretStr | None = None
-    client_secret_file: Path | None = None
-    scopes: list[str] = []
-    token_url: str
-    endpoint_params: dict[str, str] = {}
-    proxy_url: str | None = None
-    tls_config: TLSConfig = TLSConfig()
-
-    @model_validator(mode="after")
-    def _one_secret(self) -> OAuth2:
-        _exclusive(self, "client_secret", "client_secret_file")
-        if self.client_secret is None and self.client_secret_file is None:
-            raise ValueError("one of client_secret and client_secret_file is required")
-        return self
-
-
-_AUTH_FIELDS = ("bearer_token", "bearer_token_file", "basic_auth", "authorization", "oauth2")
-
-
-class HTTPClientConfig(_Model):
-    """How requests to targets are made: authentication, TLS, proxy, redirects."""
-
-    bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    basic_auth: BasicAuth | None = None
-    authorization: Authorization | None = None
-    oauth2: OAuth2 | None = None
-    tls_config: TLSConfig = TLSConfig()
-    proxy_url: str | None = None
-    follow_redirects: bool = True
-    enable_http_2: bool = True
-
-    @model_validator(mode="after")
-    def _one_auth_method(self) -> HTTPClientConfig:
-        chosen = [name for name in _AUTH_FIELDS if getattr(self, name) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"at most one of {', '.join(_AUTH_FIELDS)} may be set, got {' and '.join(chosen)}")
-        return self
-
-    @field_validator("proxy_url")
-    @classmethod
-    def _proxy_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^(https?|socks5h?)://", value):
-            raise ValueError("proxy_url must start with http://, https://, socks5:// or socks5h://")
-        return value
 
 
 # --------------------------------------------------------------------------- profiling config
@@ -295,12 +198,12 @@ class ScrapeJob(_Model):
     def _targets_have_addresses(cls, targets: list[dict[str, str]]) -> list[dict[str, str]]:
         problems = []
         for index, labels in enumerate(targets):
-            address = labels.get("__address__", "")
+            address = labels.get(ADDRESS, "")
             if not address:
-                problems.append(f"targets[{index}] has no __address__")
+                problems.append(f"targets[{index}] has no {ADDRESS}")
             elif "/" in address or "?" in address:
                 problems.append(
-                    f"targets[{index}].__address__ {address!r} must be host[:port] without a scheme or path; "
+                    f"targets[{index}].{ADDRESS} {address!r} must be host[:port] without a scheme or path; "
                     "set scheme and profiling_config.path_prefix instead"
                 )
             for name in labels:
@@ -368,18 +271,14 @@ class FileReceiverConfig(_Model):
         return value
 
 
-class PyroscopeReceiverConfig(_Model):
-    """Grafana Pyroscope's push API (or the legacy ``/ingest`` endpoint with ``api: ingest``)."""
+class PyroscopeReceiverConfig(HTTPClientConfig):
+    """Grafana Pyroscope's push API (or the legacy ``/ingest`` endpoint with ``api: ingest``), with
+    every HTTP client option of a scrape job (squashed in, as in pyroscope.write's endpoint)."""
 
     type: Literal["pyroscope"]
     url: str
     api: Literal["push", "ingest"] = "push"
     headers: dict[str, SecretStr] = {}
-    basic_auth: BasicAuth | None = None
-    bearer_token: SecretStr | None = None
-    bearer_token_file: Path | None = None
-    tls_config: TLSConfig = TLSConfig()
-    proxy_url: str | None = None
     external_labels: dict[str, str] = {}
     remote_timeout: Duration = timedelta(seconds=10)
     min_backoff_period: Duration = timedelta(milliseconds=500)
@@ -401,10 +300,7 @@ class PyroscopeReceiverConfig(_Model):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _one_auth_method(self) -> PyroscopeReceiverConfig:
-        chosen = [n for n in ("basic_auth", "bearer_token", "bearer_token_file") if getattr(self, n) is not None]
-        if len(chosen) > 1:
-            raise ValueError(f"at most one of basic_auth, bearer_token, bearer_token_file may be set, got {' and '.join(chosen)}")
+    def _backoff_window(self) -> PyroscopeReceiverConfig:
         if self.min_backoff_period > self.max_backoff_period:
             raise ValueError("min_backoff_period must not exceed max_backoff_period")
         return self
@@ -479,6 +375,9 @@ class Config(_Model):
                     "certificates of this job's targets are not verified"
                 )
         for name, receiver in self.write.items():
+            if isinstance(receiver, PyroscopeReceiverConfig) and "enable_http_2" in receiver.model_fields_set \
+                    and receiver.enable_http_2:
+                out.append(f"write.{name}.enable_http_2: requests speaks HTTP/1.1 only; pushes go over HTTP/1.1")
             if isinstance(receiver, PyroscopeReceiverConfig) and receiver.tls_config.insecure_skip_verify:
                 out.append(
                     f"write.{name}.tls_config.insecure_skip_verify: the receiver's certificate is not verified, "

@@ -53,6 +53,8 @@ class ScrapeError(ScraperError):
 
     def __init__(self, message: str, url: str | None = None) -> None:
         self.url = url
+        #: the message without the URL
+        self.reason = message
         super().__init__(f"{message} ({url})" if url else message)
 
 

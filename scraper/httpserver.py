@@ -7,7 +7,6 @@ that starts it; see :func:`start_http_server`.
 from __future__ import annotations
 
 import html
-import importlib
 import logging
 import sys
 import threading
@@ -190,14 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, page.encode(), _HTML)
 
     def _pprof(self, path: str, query: dict[str, list[str]]) -> None:
-        try:
-            # Imported on first use: optional, and nothing else of this server needs it.
-            selfprofile = importlib.import_module("scraper.selfprofile")
-            handle_pprof = selfprofile.handle_pprof
-        except (ImportError, AttributeError) as exc:
-            logger.debug("self-profiling not available: %s", exc)
-            self._send(404, b"self-profiling not available\n", _TEXT)
-            return
+        # Imported on first use: nothing else of this server needs it.
+        from .selfprofile import handle_pprof
+
         status, headers, body = handle_pprof(path, query)
         headers = dict(headers)
         headers.pop("Content-Length", None)  # _send sets it from the body

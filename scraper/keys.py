@@ -4,6 +4,11 @@ from __future__ import annotations
 
 PREFIX = "pprof-scraper:"
 
+#: the Celery queues (each a Redis list of that name, outside PREFIX: kombu names it): scrape
+#: tasks from beat, push tasks from the scrapes
+SCRAPE_QUEUE = "scrape"
+PUSH_QUEUE = "push"
+
 #: the lock held by the one beat that emits (value: the holder's token)
 BEAT_LOCK = PREFIX + "beat:lock"
 #: Unix time up to which the emitting beat has sent slots; a beat taking over starts after it

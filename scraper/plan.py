@@ -16,14 +16,8 @@ from urllib.parse import urlencode
 from .config import BUILTIN_PROFILE_TYPES, Config, ScrapeJob
 from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
+from .labels import ADDRESS, META_PREFIX, NAME, PARAM_PREFIX, PROFILE_PATH, PROFILE_PATH_PREFIX, SCHEME
 
-ADDRESS = "__address__"
-SCHEME = "__scheme__"
-PROFILE_PATH = "__profile_path__"
-PROFILE_PATH_PREFIX = "__profile_path_prefix__"
-PARAM_PREFIX = "__param_"
-META_PREFIX = "__meta_"
-NAME = "__name__"
 
 #: Target labels that Alloy reads to name a service when the target has no ``service_name``, in order.
 _SERVICE_NAME_SOURCES = (
@@ -138,16 +132,12 @@ def target_profile_name(name: str) -> str:
     return BUILTIN_PROFILE_TYPES[name][0] if name in BUILTIN_PROFILE_TYPES else name
 
 
-def stable_key(job: str, labels: dict[str, str], profile_type: str) -> str:
-    """A short hex identity of (job, public labels, profile type), equal across processes and restarts."""
-    return _key(job, profile_type, _label_part(labels))
-
-
 def _label_part(labels: dict[str, str]) -> str:
     return "\x00".join(f"{k}={v}" for k, v in sorted(public_labels(labels).items()))
 
 
 def _key(job: str, profile_type: str, label_part: str) -> str:
+    """A short hex identity of (job, profile type, public labels), equal across processes and restarts."""
     return hashlib.sha256(f"{job}\x00{profile_type}\x00{label_part}".encode()).hexdigest()[:16]
 
 

@@ -8,7 +8,6 @@ Anything else is an :class:`InvalidProfile` whose message says what the body loo
 
 from __future__ import annotations
 
-import gzip
 import re
 import zlib
 from collections.abc import Iterator, Sequence
@@ -150,14 +149,6 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     if problem is not None:
         raise InvalidProfile(_describe(data, gzipped, problem), url)
     return _info(profile, gzipped, len(data))
-
-
-def as_gzip(body: bytes) -> bytes:
-    """The body as gzip: itself when it already is, else compressed (the file store keeps ``.pb.gz``)."""
-    if body.startswith(GZIP_MAGIC):
-        return body
-    # Fastest level, as Go's runtime/pprof writes its profiles; mtime 0 keeps the output reproducible.
-    return gzip.compress(body, compresslevel=1, mtime=0)
 
 
 def _gunzip(body: bytes, limit: int, url: str | None) -> bytes:

@@ -272,10 +272,8 @@ class OffTheHub:
         self._in_pool = 0
 
     def __call__(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            from gevent.monkey import is_module_patched
-        except ImportError:
-            return func(*args, **kwargs)
+        from gevent.monkey import is_module_patched
+
         if not is_module_patched("socket"):
             return func(*args, **kwargs)
         if self.max_waiting is not None and self._in_pool >= self.threads + self.max_waiting:

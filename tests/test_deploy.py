@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import yaml
 
-jsonschema = pytest.importorskip("jsonschema")
+from scraper.config import load_config
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -667,8 +668,7 @@ def test_the_config_has_no_inline_secret(example_config: dict[str, Any]) -> None
 
 
 def test_the_example_config_is_valid_for_the_project() -> None:
-    config_module = pytest.importorskip("scraper.config")
-    config = config_module.load_config(EXAMPLE_CONFIG)
+    config = load_config(EXAMPLE_CONFIG)
     assert config.scrape and config.write
 
 

@@ -12,6 +12,7 @@ from kombu import Exchange, Queue
 
 from scraper.broker import broker_url
 from scraper.errors import ConfigError
+from scraper.keys import PUSH_QUEUE, SCRAPE_QUEUE
 from scraper.settings import Settings
 
 
@@ -30,10 +31,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_ignore_result=True,
         # Each queue its own exchange and routing key: with the defaults both would bind to the
         # default exchange under the key "scrape", and Redis would copy every message into both.
-        task_queues=[Queue("scrape", Exchange("scrape"), routing_key="scrape"),
-                     Queue("push", Exchange("push"), routing_key="push")],
-        task_default_queue="scrape",
-        task_routes={"scraper.scrape": {"queue": "scrape"}, "scraper.push": {"queue": "push"}},
+        task_queues=[Queue(name, Exchange(name), routing_key=name) for name in (SCRAPE_QUEUE, PUSH_QUEUE)],
+        task_default_queue=SCRAPE_QUEUE,
+        task_routes={"scraper.scrape": {"queue": SCRAPE_QUEUE}, "scraper.push": {"queue": PUSH_QUEUE}},
         # One message reserved per greenlet slot: a deep prefetch would let scrapes age in
         # memory past their expiry, and late-acked pushes sit unacked in Redis meanwhile.
         worker_prefetch_multiplier=1,

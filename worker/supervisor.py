@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from scraper import keys, status
@@ -72,11 +72,9 @@ class Child:
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
-    started_at: float = field(default=0.0)
 
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
-        self.started_at = time.monotonic()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -171,7 +169,7 @@ class Supervisor:
     def _report(self, client, previous: dict[str, int]) -> dict[str, int]:
         try:
             counters = status.read_counters(client)
-            pending = client.llen("push")
+            pending = client.llen(keys.PUSH_QUEUE)
             dead = client.llen(keys.DEADLETTER)
         except Exception as exc:  # noqa: BLE001 - a progress line must never stop the run
             log.warning("progress unavailable: %s", exc)

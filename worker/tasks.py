@@ -29,10 +29,14 @@ def _as_list(value: str | list[str]) -> list[str]:
 
 
 @app.task(name="scraper.scrape", ignore_result=True)
-def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, str] | list[dict[str, str]],
-           scheduled_at: float | list[float]) -> str:
-    """Scrape profile types of one target at its slot, or of several targets (a list of labels and a
-    list of their slots), all concurrently; then one push per receiver carrying every valid profile."""
+def scrape(job: str, profile_types: list[str] | str, target_labels: list[dict[str, str]] | dict[str, str],
+           scheduled_at: list[float] | float) -> str:
+    """Scrape profile types of targets (a list of their labels and a list of their slots), all
+    concurrently; then one push per receiver carrying every valid profile.
+
+    Beat sends lists always. The one-target form of older beats (a type as a string, one target's
+    labels as a dict, its slot as a number) is still accepted, for this release only.
+    """
     rt = runtime()
     types = _as_list(profile_types)
     targets = [target_labels] if isinstance(target_labels, dict) else list(target_labels)

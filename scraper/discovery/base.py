@@ -7,8 +7,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from ..errors import ScraperError
-
-ADDRESS = "__address__"
+from ..labels import ADDRESS
 
 Targets = list[dict[str, str]]
 

@@ -7,7 +7,8 @@ import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
-from .base import ADDRESS, Discoverer, DiscoveryError, Targets
+from ..labels import ADDRESS
+from .base import Discoverer, DiscoveryError, Targets
 from .models import DNSSDConfig
 
 META_NAME = "__meta_dns_name"

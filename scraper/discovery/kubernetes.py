@@ -20,7 +20,8 @@ from kubernetes import config as k8s_config
 from kubernetes.client.rest import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from .base import ADDRESS, Discoverer, DiscoveryError, Targets
+from ..labels import ADDRESS
+from .base import Discoverer, DiscoveryError, Targets
 from .models import KubernetesSDConfig
 
 PREFIX = "__meta_kubernetes_"

@@ -1,49 +1,17 @@
-"""The ``*_sd_configs`` blocks of a scrape job, with Prometheus' keys and defaults.
-
-:mod:`scraper.config` imports this module, so it must not import the config at load time;
-``http_client_config`` is resolved to ``scraper.config.HTTPClientConfig`` when pydantic first
-needs it (see :class:`_HTTPClientConfigRef`).
-"""
+"""The ``*_sd_configs`` blocks of a scrape job, with Prometheus' keys and defaults."""
 
 from __future__ import annotations
 
 import re
-import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.errors import PydanticUndefinedAnnotation
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from ..durations import Duration
-
-_CONFIG_MODULE = "scraper.config"
-
-
-class _HTTPClientConfigRef:
-    """Validates as ``scraper.config.HTTPClientConfig`` once that class exists.
-
-    While the config module is still being imported (it imports this one), pydantic is told the
-    name is not defined yet; it builds the schema again when ScrapeJob or a first validation asks.
-    """
-
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
-        real = getattr(sys.modules.get(_CONFIG_MODULE), "HTTPClientConfig", None)
-        if real is None:
-            raise PydanticUndefinedAnnotation("HTTPClientConfig", f"{_CONFIG_MODULE} is not loaded yet")
-        return handler(real)
-
-
-if TYPE_CHECKING:
-    from ..config import HTTPClientConfig
-else:
-    HTTPClientConfig = _HTTPClientConfigRef
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+from ..httpconfig import HTTPClientConfig
+from ..httpconfig import Model as _Model
 
 
 def _positive(value: timedelta) -> timedelta:

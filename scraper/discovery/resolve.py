@@ -7,18 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..durations import format_duration, parse_duration
+from ..labels import (ADDRESS, META_PREFIX, PARAM_PREFIX, PROFILE_PATH_PREFIX, SCHEME, SCRAPE_INTERVAL,
+                      SCRAPE_TIMEOUT)
 from ..relabel import LABEL_NAME, Relabeler
-from .base import ADDRESS, Discoverer
+from .base import Discoverer
 
 if TYPE_CHECKING:
     from ..config import ScrapeJob
 
-META_PREFIX = "__meta_"
-SCHEME = "__scheme__"
-SCRAPE_INTERVAL = "__scrape_interval__"
-SCRAPE_TIMEOUT = "__scrape_timeout__"
-PROFILE_PATH_PREFIX = "__profile_path_prefix__"
-PARAM_PREFIX = "__param_"
 _SCHEMES = ("http", "https")
 
 

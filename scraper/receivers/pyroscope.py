@@ -13,27 +13,29 @@ import gzip
 import json
 import math
 import re
-import ssl
 import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 import urllib3
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
-from requests.adapters import HTTPAdapter
-from requests.auth import HTTPBasicAuth
-from requests.utils import DEFAULT_CA_BUNDLE_PATH
 
 from .._proto import push_pb2, types_pb2
-from ..config import PyroscopeReceiverConfig, TLSConfig
-from ..errors import PushRejected, PushUnavailable
+from ..config import PyroscopeReceiverConfig
+from ..errors import (
+    ConnectFailed,
+    PushRejected,
+    PushUnavailable,
+    ScrapeError,
+    ScrapeTimeout,
+    SecretFileError,
+    TLSError,
+    TooManyRedirects,
+)
+from ..httpclient import DEFAULT_USER_AGENT, Deadline, HTTPClient, hide, read_body
 from . import Profile
 
 PUSH_PATH = "/push.v1.PusherService/Push"
@@ -70,29 +72,12 @@ _KEEP_INFLATED = 1024 * 1024
 # An answer is an empty PushResponse or a short error; read no more than this of it.
 _MAX_ANSWER_BYTES = 64 * 1024
 _MAX_DETAIL_CHARS = 300
-# Secrets shorter than this are not scrubbed from messages: replacing every "1" would garble them.
-_MIN_SCRUB_LENGTH = 4
 
 # Connect error codes that pyroscope.write retries even when the HTTP status is a 4xx other
 # than 408/429 (Connect sends "aborted" as 409, for one).
 _RETRYABLE_CONNECT_CODES = frozenset({"aborted", "unavailable", "deadline_exceeded", "unknown", "internal", "data_loss"})
 
-_TLS_VERSIONS = {
-    "TLS10": ssl.TLSVersion.TLSv1,
-    "TLS11": ssl.TLSVersion.TLSv1_1,
-    "TLS12": ssl.TLSVersion.TLSv1_2,
-    "TLS13": ssl.TLSVersion.TLSv1_3,
-}
-
-
-def _user_agent() -> str:
-    try:
-        return f"pprof-scraper/{version('pprof-scraper')}"
-    except PackageNotFoundError:  # running from a source tree that was never installed
-        return "pprof-scraper/unknown"
-
-
-USER_AGENT = _user_agent()
+USER_AGENT = DEFAULT_USER_AGENT
 
 
 def series_labels(labels: dict[str, str], external_labels: dict[str, str]) -> list[tuple[str, str]]:
@@ -298,84 +283,9 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
     return max(0.0, when.timestamp() - now)
 
 
-def _tls_context(tls: TLSConfig) -> ssl.SSLContext:
-    # Without ca_file, trust the bundle requests itself would use, so https:// works as users expect.
-    context = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else DEFAULT_CA_BUNDLE_PATH)
-    if tls.insecure_skip_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    if tls.min_version:
-        context.minimum_version = _TLS_VERSIONS[tls.min_version]
-    if tls.cert_file and tls.key_file:
-        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    return context
-
-
-class _TLSAdapter(HTTPAdapter):
-    """An adapter whose every HTTPS connection uses one SSLContext (and, if set, one server name
-    for SNI and certificate checks), instead of requests' ``verify``/``cert`` arguments."""
-
-    def __init__(self, context: ssl.SSLContext, server_name: str | None) -> None:
-        self._context = context
-        self._server_name = server_name
-        super().__init__(max_retries=0)
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
-        pool_kwargs: dict[str, Any] = {"ssl_context": self._context, "cert_reqs": self._context.verify_mode}
-        if self._server_name:
-            pool_kwargs["server_hostname"] = self._server_name
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        """Leave verification to the SSLContext given at construction."""
-
-
-def _session(config: PyroscopeReceiverConfig) -> requests.Session:
-    session = requests.Session()
-    # Like pyroscope.write, ignore *_PROXY and netrc from the environment: the config says it all.
-    session.trust_env = False
-    adapter = _TLSAdapter(_tls_context(config.tls_config), config.tls_config.server_name)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    if config.proxy_url:
-        session.proxies = {"http": config.proxy_url, "https": config.proxy_url}
-    return session
-
-
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     return parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
-
-
-def _userinfo_secrets(url: str | None) -> list[str]:
-    if not url:
-        return []
-    parts = urlsplit(url)
-    return [s for s in (parts.username, parts.password, parts.netloc.rpartition("@")[0]) if s]
-
-
-def _read_secret_file(field: str, path: Path, who: str) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError as exc:
-        # The file may be a mounted secret that is being rotated: worth another try.
-        raise PushUnavailable(f"{who}: cannot read {field} {path}: {exc.strerror or exc}") from None
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The innermost reason of a requests/urllib3 exception (say "[Errno 111] Connection refused")."""
-    seen = exc
-    while True:
-        inner = getattr(seen, "reason", None) or seen.__cause__ or seen.__context__
-        if not isinstance(inner, BaseException) or inner is seen:
-            break
-        seen = inner
-    text = str(seen)
-    # urllib3 prefixes the connection object's repr ("<HTTPConnection(host=..., port=...) at 0x...>: ")
-    return re.sub(r"^<[^>]*>: ", "", text) or type(seen).__name__
 
 
 def _connect_error(body: bytes) -> tuple[str | None, str]:
@@ -399,7 +309,7 @@ class PyroscopeReceiver:
     def __init__(self, name: str, config: PyroscopeReceiverConfig) -> None:
         self.name = name
         self.config = config
-        self._session: requests.Session | None = None
+        self._client = HTTPClient(config, user_agent=USER_AGENT)
         self._path = INGEST_PATH if config.api == "ingest" else PUSH_PATH
         self._endpoint = config.url + self._path
         #: the endpoint as messages show it: no userinfo
@@ -408,22 +318,7 @@ class PyroscopeReceiver:
 
     def close(self) -> None:
         """Close pooled connections."""
-        if self._session is not None:
-            self._session.close()
-
-    def _connection(self) -> requests.Session:
-        # Built at the first push, so that a TLS file that is missing or bad fails a push (which
-        # is retried and, in the end, dead-lettered) rather than whatever built the receiver.
-        if self._session is None:
-            tls = self.config.tls_config
-            try:
-                self._session = _session(self.config)
-            except OSError as exc:  # ssl.SSLError included
-                files = ", ".join(str(f) for f in (tls.ca_file, tls.cert_file, tls.key_file) if f)
-                raise PushUnavailable(
-                    f"{self._who}: cannot load tls_config files ({files}): {exc.strerror or exc}"
-                ) from None
-        return self._session
+        self._client.close()
 
     def push(self, profile: Profile) -> None:
         """Send ``profile`` once. Raises PushRejected when the server refused it (or would, by its
@@ -452,7 +347,7 @@ class PyroscopeReceiver:
         if problems:
             raise PushRejected(f"{self._who}: not sent, Pyroscope would refuse it: {'; '.join(problems)}")
 
-        headers, auth, secrets = self._credentials()
+        headers = {name: value.get_secret_value() for name, value in self.config.headers.items()}
         timeout_s = self.config.remote_timeout.total_seconds()
         if params is None:
             body = _push_request(labels, profile).SerializeToString()
@@ -468,77 +363,32 @@ class PyroscopeReceiver:
                 "sample_type_config": ("sample_type_config.json", json.dumps(sample_type_config).encode(),
                                        "application/json"),
             })
-        self._send(body, headers, auth, params, timeout_s, secrets)
+        self._send(body, headers, params, timeout_s)
 
-    def _credentials(self) -> tuple[dict[str, str], HTTPBasicAuth | None, list[str]]:
-        """Headers and auth for one request, reading ``*_file`` secrets now so that a rotated
-        secret is picked up; also every secret value, to keep them out of messages."""
-        config = self.config
-        secrets = _userinfo_secrets(config.url) + _userinfo_secrets(config.proxy_url)
-        headers = {"User-Agent": USER_AGENT}
-        for name, value in config.headers.items():
-            headers[name] = value.get_secret_value()
-            secrets.append(headers[name])
-        auth = None
-        if config.basic_auth is not None:
-            basic = config.basic_auth
-            if basic.password_file is not None:
-                password = _read_secret_file("basic_auth.password_file", basic.password_file, self._who)
-            else:
-                password = basic.password.get_secret_value() if basic.password is not None else ""
-            auth = HTTPBasicAuth(basic.username, password)
-            secrets.append(password)
-        token = None
-        if config.bearer_token is not None:
-            token = config.bearer_token.get_secret_value()
-        elif config.bearer_token_file is not None:
-            token = _read_secret_file("bearer_token_file", config.bearer_token_file, self._who)
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-            secrets.append(token)
-        return headers, auth, secrets
-
-    def _send(
-        self,
-        body: bytes,
-        headers: dict[str, str],
-        auth: HTTPBasicAuth | None,
-        params: list[tuple[str, str]] | None,
-        timeout_s: float,
-        secrets: list[str],
-    ) -> None:
-        def scrub(text: str) -> str:
-            for secret in secrets:
-                if len(secret) >= _MIN_SCRUB_LENGTH:
-                    text = text.replace(secret, "<secret>")
-            return text
-
+    def _send(self, body: bytes, headers: dict[str, str], params: list[tuple[str, str]] | None, timeout_s: float) -> None:
+        deadline = Deadline(timeout_s, self.display_url, timeout_field="remote_timeout", peer="receiver")
         try:
-            # total= bounds connecting and waiting for the answer together, not each on its own.
-            response = self._connection().post(
-                self._endpoint,
-                data=body,
-                params=params,
-                headers=headers,
-                auth=auth,
-                timeout=urllib3.Timeout(total=timeout_s),
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.Timeout:
+            reply = self._client.request("POST", self._endpoint, deadline, body=body, headers=headers, params=params)
+        except ScrapeTimeout:
             raise PushUnavailable(f"{self._who}: no answer within remote_timeout ({timeout_s:g}s)") from None
-        except requests.exceptions.SSLError as exc:
-            raise PushUnavailable(f"{self._who}: TLS failed: {scrub(_root_cause(exc))}") from None
-        except requests.exceptions.ProxyError as exc:
-            raise PushUnavailable(f"{self._who}: the proxy failed: {scrub(_root_cause(exc))}") from None
-        except requests.RequestException as exc:
-            raise PushUnavailable(f"{self._who}: cannot connect: {scrub(_root_cause(exc))}") from None
+        except TLSError as exc:
+            raise PushUnavailable(f"{self._who}: TLS failed: {exc.reason}") from None
+        except ConnectFailed as exc:
+            raise PushUnavailable(f"{self._who}: cannot connect: {exc.reason}") from None
+        except TooManyRedirects as exc:
+            raise PushRejected(f"{self._who}: {exc.reason}; set url to the address that answers") from None
+        except ScrapeError as exc:  # the oauth2 token endpoint's answer
+            raise PushUnavailable(f"{self._who}: {exc.reason}") from None
+        except SecretFileError as exc:  # a mounted secret being rotated: worth another try
+            raise PushUnavailable(f"{self._who}: {exc}") from None
+        secrets = [*reply.secrets, *headers.values()]
 
+        response = reply.response
         with response:
             try:
-                answer = response.raw.read(_MAX_ANSWER_BYTES, decode_content=True) or b""
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise PushUnavailable(f"{self._who}: the answer broke off: {scrub(_root_cause(exc))}") from None
+                answer, _ = read_body(response, deadline, _MAX_ANSWER_BYTES)
+            except ScrapeError as exc:
+                raise PushUnavailable(f"{self._who}: the answer broke off: {hide(exc.reason, secrets)}") from None
         status = response.status_code
         if status == 200:
             return
@@ -546,7 +396,7 @@ class PyroscopeReceiver:
         code, detail = _connect_error(answer)
         message = f"{self._who}: HTTP {status}"
         if detail:
-            message += f": {scrub(detail[:_MAX_DETAIL_CHARS])}"
+            message += f": {hide(detail[:_MAX_DETAIL_CHARS], secrets)}"
         retry_after = retry_after_seconds(response.headers.get("Retry-After"))
         if status == 429:
             if self.config.retry_on_http_429:
@@ -559,8 +409,9 @@ class PyroscopeReceiver:
                 raise PushUnavailable(message, retry_after=retry_after)
             raise PushRejected(message)
         if 300 <= status < 400:
-            location = scrub(_without_userinfo(response.headers.get("Location", "")))
-            raise PushRejected(f"{message}: redirected to {location!r}; set url to the address that answers")
+            location = hide(_without_userinfo(response.headers.get("Location", "")), secrets)
+            why = "" if self.config.follow_redirects else " (follow_redirects is false)"
+            raise PushRejected(f"{message}: redirected to {location!r}{why}; set url to the address that answers")
         raise PushRejected(f"{message}: only 200 means the profile was taken")
 
 

@@ -4,13 +4,15 @@ A stack is a sequence of frames, leaf first. A frame is either ``(code, line)`` 
 code object is known (a tracemalloc frame that ``source`` could not place), ``(filename,
 line)``, named ``filename:line``. Each distinct code object becomes one ``Function`` (code
 objects with the same qualified name, file and first line — e.g. a module imported twice —
-share one); each distinct frame one ``Location`` with one ``Line``. Samples with the same
-stack are merged by adding their values.
+share one), named by module and qualified name (``scraper.scrape.scrape_once``,
+``scraper.runtime.Runtime.push``) as Go's are by package; each distinct frame one ``Location``
+with one ``Line``. Samples with the same stack are merged by adding their values.
 """
 
 from __future__ import annotations
 
 import gzip
+import sys
 from collections.abc import Sequence
 from types import CodeType
 
@@ -18,6 +20,35 @@ from scraper._proto import profile_pb2
 
 #: a frame: (code object or filename, line number)
 Frame = tuple[CodeType | str, int]
+
+
+#: source file -> module name, from sys.modules; rebuilt when modules were imported since
+_modules_by_file: dict[str, str] = {}
+_modules_counted = 0
+_FROZEN = "<frozen "
+
+
+def module_of(filename: str) -> str | None:
+    """The name of the loaded module whose source is ``filename``, or None (``<string>``, a script)."""
+    global _modules_counted
+    if filename.startswith(_FROZEN) and filename.endswith(">"):  # "<frozen importlib._bootstrap>"
+        return filename[len(_FROZEN):-1]
+    name = _modules_by_file.get(filename)
+    if name is None and len(sys.modules) != _modules_counted:
+        _modules_counted = len(sys.modules)
+        # __main__ last: a module run with ``python -m`` is better known by its own name
+        for module_name, module in sorted(sys.modules.items(), key=lambda item: item[0] == "__main__"):
+            path = getattr(module, "__file__", None)
+            if isinstance(path, str):
+                _modules_by_file.setdefault(path, module_name)
+        name = _modules_by_file.get(filename)
+    return name
+
+
+def function_name(code: CodeType) -> str:
+    """``module.qualified.name`` of ``code``, or its qualified name alone when no module holds it."""
+    module = module_of(code.co_filename)
+    return f"{module}.{code.co_qualname}" if module else code.co_qualname
 
 
 class ProfileBuilder:
@@ -62,7 +93,7 @@ class ProfileBuilder:
         location_id = self._locations[key] = len(self._locations) + 1  # ids are non-zero
         if isinstance(where, CodeType):
             self._code_alive.append(where)
-            function_id = self._function(getattr(where, "co_qualname", where.co_name), where.co_filename, where.co_firstlineno)
+            function_id = self._function(function_name(where), where.co_filename, where.co_firstlineno)
         else:
             function_id = self._function(f"{where}:{line}", where, line)
         self._profile.location.add(id=location_id).line.add(function_id=function_id, line=line)

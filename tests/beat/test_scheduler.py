@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from beat.scheduler import MIN_BACKLOG_LIMIT, SCRAPE_QUEUE, PlanScheduler
+from beat.scheduler import MIN_BACKLOG_LIMIT, PlanScheduler
 from scraper import keys, status
+from scraper.keys import SCRAPE_QUEUE
 from tests.conftest import wait_until
 from tests.queued import scrapes_of
 from worker.celery_app import create_app
@@ -68,19 +69,19 @@ def test_targets_due_in_the_same_tick_share_one_task_up_to_the_limit(
         sched._emit_due(time.time() + 60)
     finally:
         sched.close()
-    sizes = sorted(len(targets) if isinstance(targets, list) else 1 for _, _, targets, _ in scrape_args(redis_client))
+    sizes = sorted(len(targets) for _, _, targets, _ in scrape_args(redis_client))
     assert sizes == [2, 4, 4]
     assert len({labels["__address__"] for _, _, labels, _ in scrapes_sent(redis_client)}) == 10
 
 
-def test_with_one_target_per_task_each_message_names_one_target_and_its_slot(
+def test_with_one_target_per_task_each_message_lists_one_target_and_its_slot(
         scheduler: PlanScheduler, redis_client: redis.Redis) -> None:
     scheduler.targets_per_task = 1
     scheduler.tick()
     scheduler._emit_due(time.time() + 2)
     sent = scrape_args(redis_client)
     assert len(sent) >= 10
-    assert all(isinstance(labels, dict) and isinstance(slot, float) for _, _, labels, slot in sent)
+    assert all(isinstance(types, list) and len(labels) == len(slots) == 1 for _, types, labels, slots in sent)
 
 
 def test_beat_drops_due_scrapes_while_workers_are_far_behind_and_counts_them(
@@ -126,7 +127,7 @@ def test_beats_of_different_shards_split_a_fleet_on_one_redis(
             return redis_client.llen(SCRAPE_QUEUE) >= 10
 
         wait_until(one_interval_sent, timeout=5, message="both shards to emit")
-        addresses = [labels["__address__"] for _, _, labels, _ in scrape_args(redis_client)[:10]]
+        addresses = [labels["__address__"] for _, _, labels, _ in scrapes_sent(redis_client)[:10]]
         assert sorted(addresses) == sorted(f"10.0.0.{i}:6060" for i in range(10))
         assert all(beat.lock.held for beat in beats)
         assert len(redis_client.hkeys(keys.STATUS)) == 50

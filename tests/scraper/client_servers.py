@@ -42,6 +42,9 @@ class Exchange(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802 - http.server's name
         self._handle()
 
+    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's name
+        self._handle()
+
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -135,32 +138,55 @@ class Target:
 
 
 class ForwardProxy:
-    """An HTTP proxy for http:// targets: forwards each absolute-URL request and records it."""
+    """An HTTP proxy: forwards each absolute-URL request of an http:// target, tunnels a CONNECT
+    for an https:// one, and records each; names resolve through ``hosts`` first."""
 
-    def __init__(self, credentials: str | None = None, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, credentials: str | None = None, tls: ssl.SSLContext | None = None,
+                 hosts: dict[str, str] | None = None) -> None:
         self.requests: list[Seen] = []
         self._credentials = credentials
+        self._hosts = hosts or {}
+        self._stopping = threading.Event()
         self._server = _LoopbackServer(self._forward, tls)
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def _forward(self, exchange: Exchange, seen: Seen) -> None:
         self.requests.append(seen)
         if self._credentials is not None and seen.headers.get("proxy-authorization") != self._credentials:
             exchange.reply(407, b"proxy authentication required\n", {"Proxy-Authenticate": "Basic"})
             return
+        if seen.method == "CONNECT":
+            self._tunnel(exchange, seen.path)
+            return
         url = urlsplit(seen.path)
-        upstream = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+        upstream = http.client.HTTPConnection(self._hosts.get(url.hostname or "", url.hostname), url.port, timeout=5)
         try:
             headers = {k: v for k, v in seen.headers.items() if not k.startswith("proxy-")}
-            upstream.request(seen.method, url.path + (f"?{url.query}" if url.query else ""), headers=headers)
+            upstream.request(seen.method, url.path + (f"?{url.query}" if url.query else ""),
+                             body=seen.body or None, headers=headers)
             answer = upstream.getresponse()
             body = answer.read()
             exchange.reply(answer.status, body, {"Content-Type": answer.getheader("content-type", "")})
         finally:
             upstream.close()
 
+    def _tunnel(self, exchange: Exchange, authority: str) -> None:
+        host, _, port = authority.rpartition(":")
+        upstream = socket.create_connection((self._hosts.get(host, host), int(port)), timeout=5)
+        with upstream:
+            exchange.send_response(200, "Connection established")
+            exchange.end_headers()
+            exchange.wfile.flush()
+            _relay(exchange.connection, upstream, self._stopping)
+        exchange.close_connection = True
+
     def close(self) -> None:
+        self._stopping.set()
         self._server.shutdown()
         self._server.server_close()
 

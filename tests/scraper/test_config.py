@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from scraper.config import parse_config_text
+from scraper.config import parse_config, parse_config_text
 from scraper.durations import format_duration, parse_duration
 from scraper.errors import ConfigError
 
@@ -168,6 +168,11 @@ def test_enable_http_2_set_explicitly_warns_that_requests_speaks_http_1_1() -> N
         "forward_to: [files]", "forward_to: [files]\n    http_client_config: {enable_http_2: true}"))
     assert any("HTTP/1.1" in w for w in config.warnings())
     assert parse_config_text(MINIMAL).warnings() == []
+
+
+def test_enable_http_2_set_explicitly_on_a_receiver_warns_too() -> None:
+    config = parse_config({"write": {"pyro": {"type": "pyroscope", "url": "http://p:4040", "enable_http_2": True}}})
+    assert config.warnings() == ["write.pyro.enable_http_2: requests speaks HTTP/1.1 only; pushes go over HTTP/1.1"]
 
 
 def test_an_empty_config_is_refused_rather_than_taken_for_scrape_nothing() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -105,7 +104,8 @@ def test_metrics_name_every_self_metric_and_count_what_was_observed(serve, redis
 
 
 def test_a_recorded_scrape_shows_in_metrics_by_result_duration_size_and_lag(serve):
-    scrape = pytest.importorskip("scraper.scrape", reason="scraper.scrape (and its client) not importable yet")
+    from scraper import scrape
+
     ok_spec = make_spec(job=f"job-{uuid.uuid4().hex[:8]}")
     failed_spec = make_spec(job=ok_spec.job, address="10.0.0.2:6060")
     ok = scrape.ScrapeResult(spec=ok_spec, scheduled_at=100.0, start=100.5, end=100.75, body=b"x" * 3000)
@@ -263,20 +263,12 @@ def test_not_ready_while_redis_does_not_answer(serve):
     assert status == 503 and "Redis" in body
 
 
-def test_self_profiles_are_served_when_the_selfprofile_module_offers_them_else_404(serve):
-    try:
-        available = hasattr(importlib.import_module("scraper.selfprofile"), "handle_pprof")
-    except ImportError:
-        available = False
-
+def test_self_profiles_are_served(serve):
     port = serve()
     status, _, body = fetch(port, "/debug/pprof/goroutine")
 
-    if available:
-        assert status == 200 and body.startswith(b"\x1f\x8b")  # a gzipped profile
-        assert fetch(port, "/debug/pprof/goroutine?debug=2")[0] == 400  # the query reaches the handler
-    else:
-        assert (status, body) == (404, b"self-profiling not available\n")
+    assert status == 200 and body.startswith(b"\x1f\x8b")  # a gzipped profile
+    assert fetch(port, "/debug/pprof/goroutine?debug=2")[0] == 400  # the query reaches the handler
 
 
 def test_the_index_links_every_page_and_unknown_paths_are_404(serve):

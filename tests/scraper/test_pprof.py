@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from scraper._proto import profile_pb2
 from scraper.errors import BodyTooLarge, InvalidProfile
-from scraper.pprof import ProfileInfo, _consistent, _first_rule_broken, _Profile, as_gzip, validate_profile
+from scraper.pprof import ProfileInfo, _consistent, _first_rule_broken, _Profile, validate_profile
 
 DATA = Path(__file__).parent.parent / "data"
 URL = "http://app:6060/debug/pprof/heap"
@@ -446,23 +446,6 @@ def test_unusual_but_valid_profiles_are_accepted(make_body: Callable[[], bytes])
 def test_sample_types_with_invalid_utf8_are_reported_with_replacement_characters() -> None:
     body = minimal_profile().SerializeToString().replace(b"samples", b"sampl\xff\xfe")
     assert validate_profile(body).sample_types == [("sampl\ufffd\ufffd", "count")]
-
-
-# --- as_gzip -----------------------------------------------------------------------------------------
-
-
-def test_as_gzip_returns_a_gzip_body_unchanged() -> None:
-    body = read("go/heap_1.pb.gz")
-    assert as_gzip(body) is body
-
-
-def test_as_gzip_compresses_a_raw_profile_reproducibly() -> None:
-    body = raw("go/cpu_2.pb.gz")
-    stored = as_gzip(body)
-    assert stored[:2] == b"\x1f\x8b"
-    assert gzip.decompress(stored) == body
-    assert as_gzip(body) == stored
-    assert validate_profile(stored).gzipped is True
 
 
 # --- never anything but InvalidProfile / BodyTooLarge ------------------------------------------------

@@ -672,7 +672,7 @@ def test_https_with_the_servers_ca_file_is_verified_and_sent(ca: trustme.CA, tmp
 
 def test_https_with_an_unknown_ca_is_a_tls_failure(ca: trustme.CA) -> None:
     with PyroscopeStandIn(tls=_server_context(ca, "127.0.0.1")) as pyroscope:
-        with pytest.raises(PushUnavailable, match="TLS failed: .*certificate verify failed"):
+        with pytest.raises(PushUnavailable, match="TLS failed: certificate is signed by an unknown authority"):
             receiver(pyroscope.url).push(make_profile())
         assert pyroscope.requests == []
 
@@ -680,7 +680,7 @@ def test_https_with_an_unknown_ca_is_a_tls_failure(ca: trustme.CA) -> None:
 def test_a_missing_ca_file_fails_the_push_as_unavailable_naming_the_file(tmp_path: Path) -> None:
     missing = tmp_path / "ca-not-mounted.pem"
     push = receiver("https://127.0.0.1:1", tls_config={"ca_file": str(missing)})  # building it does not fail
-    with pytest.raises(PushUnavailable, match=f"cannot load tls_config files \\({missing}\\)"):
+    with pytest.raises(PushUnavailable, match=f"tls_config.ca_file {missing} cannot be read"):
         push.push(make_profile())
 
 

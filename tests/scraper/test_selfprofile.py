@@ -91,6 +91,11 @@ def assert_valid_pprof(body: bytes) -> profile_pb2.Profile:
     return profile
 
 
+def here(qualname: str) -> str:
+    """How a self-profile names a function of this module: by module and qualified name, as Go by package."""
+    return f"{__name__}.{qualname}"
+
+
 def stacks(profile: profile_pb2.Profile) -> list[tuple[list[str], list[int]]]:
     """Each sample as (function names leaf first, values)."""
     names = {f.id: profile.string_table[f.name] for f in profile.function}
@@ -171,13 +176,26 @@ def test_builder_merges_identical_stacks_adding_their_values_and_keeps_the_leaf_
 
     profile = assert_valid_pprof(builder.gzipped(time_nanos=123, duration_nanos=456))
 
-    assert sorted(stacks(profile)) == [(["burn_cpu_until", "hoard_blocks"], [3, 30]), (["hoard_blocks"], [1, 10])]
+    assert sorted(stacks(profile)) == [([here("burn_cpu_until"), here("hoard_blocks")], [3, 30]), ([here("hoard_blocks")], [1, 10])]
     assert len(profile.function) == 2, "one Function per code object"
     assert len(profile.location) == 2, "one Location per (code, line)"
     assert (profile.time_nanos, profile.duration_nanos, profile.period) == (123, 456, 10)
-    inner_function = next(f for f in profile.function if profile.string_table[f.name] == "burn_cpu_until")
+    inner_function = next(f for f in profile.function if profile.string_table[f.name] == here("burn_cpu_until"))
     assert inner_function.start_line == inner.co_firstlineno
     assert profile.string_table[inner_function.filename] == __file__
+
+
+def test_builder_names_functions_by_module_and_qualified_name_as_go_does_by_package() -> None:
+    from scraper.runtime import Runtime
+    from scraper.scrape import scrape_once
+
+    builder = ProfileBuilder([("samples", "count")], ("cpu", "nanoseconds"), 1)
+    builder.add([(Runtime.push.__code__, 1), (scrape_once.__code__, 1)], [1])
+    builder.add([("<frozen importlib._bootstrap>", 3)], [1])
+
+    names = sorted(name for stack, _ in stacks(assert_valid_pprof(builder.gzipped(time_nanos=1))) for name in stack)
+
+    assert names == ["<frozen importlib._bootstrap>:3", "scraper.runtime.Runtime.push", "scraper.scrape.scrape_once"]
 
 
 def test_builder_refuses_a_sample_with_more_values_than_sample_types() -> None:
@@ -192,7 +210,7 @@ def test_builder_names_frames_without_a_code_object_by_file_and_line() -> None:
 
     profile = assert_valid_pprof(builder.gzipped(time_nanos=1))
 
-    assert stacks(profile) == [(["<frozen nowhere>:7", "hoard_blocks"], [64])]
+    assert stacks(profile) == [(["<frozen nowhere>:7", here("hoard_blocks")], [64])]
 
 
 def test_file_frames_resolve_to_their_functions_with_a_comprehension_on_its_callers_line() -> None:
@@ -223,13 +241,13 @@ def test_cpu_profile_names_the_busy_function_and_leaves_out_waiting_threads(busy
     assert profile.time_nanos > 0
     assert 0.9e9 <= profile.duration_nanos < 5e9
     seen = stacks(profile)
-    busy = [values for names, values in seen if names[0] == "burn_cpu_until"]
+    busy = [values for names, values in seen if names[0] == here("burn_cpu_until")]
     assert busy, f"no sample with burn_cpu_until on top: {seen}"
     assert all(count >= 1 and cpu_ns > 0 for count, cpu_ns in busy)
     everything = {name for names, _ in seen for name in names}
-    assert "park_thread_until" not in everything, "a thread waiting on a condition is off CPU"
-    assert "CPUSampler._wait_blocking" not in everything, "the caller waiting for the profile is off CPU"
-    assert "CPUSampler._sample" not in everything, "the sampler leaves itself out"
+    assert here("park_thread_until") not in everything, "a thread waiting on a condition is off CPU"
+    assert "scraper.selfprofile.cpu.CPUSampler._wait_blocking" not in everything, "the caller waiting for the profile is off CPU"
+    assert "scraper.selfprofile.cpu.CPUSampler._sample" not in everything, "the sampler leaves itself out"
 
 
 def test_cpu_profile_while_another_runs_is_refused_with_gos_message() -> None:
@@ -339,7 +357,7 @@ def test_cpu_profile_under_monkey_patching_samples_busy_greenlets_from_a_real_th
     assert any(names[0] == "crunch_numbers" for names, _ in busy), f"busy greenlets not sampled: {busy}"
     assert result["ticks"] >= 5, "the greenlet waiting for the profile blocked the hub"
     idle = stacks(assert_valid_pprof(base64.b64decode(result["idle"])))
-    assert not any(names[0] == "Hub.run" for names, _ in idle), f"a hub waiting in its loop is off CPU: {idle}"
+    assert not any(names[0] == "gevent.hub.Hub.run" for names, _ in idle), f"a hub waiting in its loop is off CPU: {idle}"
 
 
 def test_cpu_sampler_rejects_rates_and_durations_it_cannot_honour_and_runs_once() -> None:
@@ -373,11 +391,12 @@ def test_goroutine_profile_counts_parked_greenlets_by_identical_stack_and_shows_
     assert value_type(profile, profile.period_type) == ("goroutine", "count")
     assert profile.period == 1
     seen = stacks(profile)
-    greenlet_counts = [values[0] for names, values in seen if "park_greenlet_until" in names]
+    greenlet_counts = [values[0] for names, values in seen if here("park_greenlet_until") in names]
     assert greenlet_counts == [3], f"three greenlets with one stack are one sample of 3: {seen}"
-    assert any("park_thread_until" in names for names, _ in seen), "the parked thread"
+    assert any(here("park_thread_until") in names for names, _ in seen), "the parked thread"
     assert any(
-        "test_goroutine_profile_counts_parked_greenlets_by_identical_stack_and_shows_threads" in names for names, _ in seen
+        here("test_goroutine_profile_counts_parked_greenlets_by_identical_stack_and_shows_threads") in names
+        for names, _ in seen
     ), "the calling thread itself"
 
 
@@ -408,12 +427,12 @@ def test_heap_profile_attributes_live_blocks_to_the_function_that_allocated_them
     assert sample_types(heap) == sample_types(allocs) == expected
     assert heap.string_table[heap.default_sample_type] == "inuse_space"
     assert allocs.string_table[allocs.default_sample_type] == "alloc_space"
-    hoarded = [values for names, values in stacks(heap) if names[:2] == ["hoard_blocks.<locals>.<listcomp>", "hoard_blocks"]]
+    hoarded = [values for names, values in stacks(heap) if names[:2] == [here("hoard_blocks.<locals>.<listcomp>"), here("hoard_blocks")]]
     assert hoarded, "the hoarding function and its comprehension, named from their source line"
     objects, space = sum(v[2] for v in hoarded), sum(v[3] for v in hoarded)
     assert objects >= 200 and space >= 200 * 4096
     assert all(v[0] == v[2] and v[1] == v[3] for v in hoarded), "tracemalloc sees only live blocks: alloc == inuse"
-    assert any("test_heap_profile_attributes_live_blocks_to_the_function_that_allocated_them" in names
+    assert any(here("test_heap_profile_attributes_live_blocks_to_the_function_that_allocated_them") in names
                for names, _ in stacks(heap)), "the caller below it"
     del hoard
 
@@ -475,4 +494,4 @@ def test_go_tool_pprof_reads_a_cpu_profile_and_names_the_busy_function(busy_thre
     env = {**os.environ, "PPROF_TMPDIR": str(tmp_path)}
     top = subprocess.run(["go", "tool", "pprof", "-top", str(path)], capture_output=True, text=True, timeout=120, env=env)
     assert top.returncode == 0, top.stderr
-    assert "burn_cpu_until" in top.stdout
+    assert here("burn_cpu_until") in top.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from scraper import keys
 from scraper.errors import ConnectFailed, HTTPStatusError
-from scraper.plan import ScrapeSpec, stable_key
+from scraper.plan import ScrapeSpec
 from scraper.status import (
     TargetHealth,
     incr_counter,
@@ -25,7 +26,7 @@ from scraper.status_view import render_table, statuses_json
 
 def make_spec(job: str = "app", address: str = "10.0.0.1:6060", profile_type: str = "process_cpu", **extra: str) -> ScrapeSpec:
     labels = {"job": job, "instance": address, "service_name": job, "__name__": profile_type, **extra}
-    key = stable_key(job, labels, profile_type)
+    key = hashlib.sha256(repr((job, sorted(labels.items()))).encode()).hexdigest()[:16]
     return ScrapeSpec(
         job=job,
         profile_type=profile_type,
