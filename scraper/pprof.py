@@ -63,7 +63,9 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     int64 shows up as a huge number and one ``max`` checks both ends of the range. A location's lines
     stay bytes, so that their count tells a line without a function_id apart, and LineRefs merges them
     in a second step. (Sample values are still counted one sample at a time: Go writes two or fewer
-    values unpacked, so no merged form keeps the per-sample count.)
+    values unpacked, so no merged form keeps the per-sample count.) ProfileRefs also keeps each
+    ``period_type`` whole, to count them (upb merges a second one into the first, pprof replaces it).
+
     """
     profile = descriptor_pb2.FileDescriptorProto()
     profile_pb2.DESCRIPTOR.CopyToProto(profile)
@@ -81,7 +83,7 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     _add_message(refs, "LabelRefs", key=(1, u64), str=(2, u64), num_unit=(4, u64))
     _add_message(refs, "SampleRefs", location_id=(1, u64), label=(3, "LabelRefs"))
     _add_message(refs, "MappingRefs", id=(1, u64), filename=(5, u64), build_id=(6, u64))
-    _add_message(refs, "LocationRefs", id=(1, u64), mapping_id=(2, u64), line=(4, _F.TYPE_BYTES))
+    _add_message(refs, "LocationRefs", id=(1, u64), line=(4, _F.TYPE_BYTES))
     _add_message(refs, "LineRefs", function_id=(1, u64))
     _add_message(refs, "FunctionRefs", id=(1, u64), name=(2, u64), system_name=(3, u64), filename=(4, u64))
     _add_message(
@@ -91,11 +93,12 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
         mapping=(3, "MappingRefs"),
         location=(4, "LocationRefs"),
         function=(5, "FunctionRefs"),
+        period_type=(11, _F.TYPE_BYTES),
     )
 
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(profile)
-    pool.Add(refs)
+    for file in (profile, refs):
+        pool.Add(file)
     return (
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{profile.package}.Profile")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_REFS_PACKAGE}.ProfileRefs")),
@@ -145,11 +148,20 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     try:
         profile = _Profile.FromString(data)
     except DecodeError:
-        raise InvalidProfile(_describe(data, gzipped, None), url) from None
-    problem = _problem(profile, data)
+        profile = None  # upb refuses some encodings pprof reads (varints over 5 bytes): decide below
+    if profile is not None and profile.string_table and _consistent(profile, data):
+        return _info(profile, gzipped, len(data))
+    # The bulk check only says yes or no; decode as pprof does, one field at a time (slow, exact).
+    try:
+        decoded = _go_decode(data, "Profile", 0)
+    except _Malformed as exc:
+        problem = None if exc.wire else f"malformed pprof profile: {exc.message}"
+        raise InvalidProfile(_describe(data, gzipped, problem, exc.message), url) from None
+    problem = _go_problem(decoded)
     if problem is not None:
-        raise InvalidProfile(_describe(data, gzipped, problem), url)
-    return _info(profile, gzipped, len(data))
+        raise InvalidProfile(_describe(data, gzipped, problem, None), url)
+    return _info(_as_message(decoded), gzipped, len(data))
+
 
 
 def as_gzip(body: bytes) -> bytes:
@@ -209,21 +221,12 @@ def _gzip_error(reason: str, size: int) -> str:
     return f"corrupt gzip: {reason.removeprefix('Error -3 while decompressing data: ')}"
 
 
-def _problem(p: Message, data: bytes) -> str | None:
-    """What makes the decoded ``p`` not a valid pprof profile, or None when it is one."""
-    if not p.string_table:
-        return "protobuf, but not a pprof profile: it has no string table"
-    if _consistent(p, data):
-        return None
-    # The bulk check only says yes or no; find the rule broken, one entry at a time. It can come back
-    # empty for encodings no real encoder writes (a scalar field repeated inside one entry), which the
-    # merged lists cannot tell apart from a broken rule.
-    broken = _first_rule_broken(p)
-    return f"malformed pprof profile: {broken}" if broken else None
-
-
 def _consistent(p: Message, data: bytes) -> bool:
-    """Whether ``p`` keeps every rule of pprof's decoder and ``CheckValid``, judged on merged lists."""
+    """Whether ``p`` keeps every rule of pprof's decoder and ``CheckValid``, judged on merged lists.
+
+    Yes only when pprof surely agrees; any doubt (an encoding upb reads differently from pprof,
+    a rule that may be broken) is settled by :func:`_go_decode`.
+    """
     strings = p.string_table
     n = len(strings)
     if strings[0] or (len(p.time_nanos) > 1 and p.time_nanos[0]):
@@ -239,6 +242,8 @@ def _consistent(p: Message, data: bytes) -> bool:
         line_function_ids = _LineRefs.FromString(b"".join(refs.location.line)).function_id
     except DecodeError:
         return False
+    if len(refs.period_type) > 1:
+        return False
     label = refs.sample.label
     for merged in (
         refs.mapping.filename,
@@ -248,17 +253,15 @@ def _consistent(p: Message, data: bytes) -> bool:
         refs.function.filename,
         label.key,
         label.str,
-        label.num_unit,
+        label.num_unit,  # pprof reads it only for numeric labels: out of range here is a doubt, not a no
     ):
         if merged and max(merged) >= n:
             return False
 
-    mapping_ids = _distinct_ids(refs.mapping.id, len(p.mapping))
+    # (A location's mapping_id may name no mapping: pprof leaves that location without one.)
     function_ids = _distinct_ids(refs.function.id, len(p.function))
     location_ids = _distinct_ids(refs.location.id, len(p.location))
-    if mapping_ids is None or function_ids is None or location_ids is None:
-        return False
-    if not mapping_ids.issuperset(m for m in set(refs.location.mapping_id) if m):
+    if function_ids is None or location_ids is None or _distinct_ids(refs.mapping.id, len(p.mapping)) is None:
         return False
     # A line without a function_id adds nothing to the merged list, so count them.
     if len(line_function_ids) != len(refs.location.line) or not function_ids.issuperset(line_function_ids):
@@ -284,74 +287,177 @@ def _distinct_ids(merged: Sequence[int], count: int) -> set[int] | None:
     return ids
 
 
-def _first_rule_broken(p: Message) -> str | None:
-    """The first of pprof's rules ``p`` breaks, in words, checking one entry at a time (slow, exact)."""
-    strings = p.string_table
+# Decoding as pprof's own decoder (profile/encode.go) does, for bodies the bulk check doubts: the
+# field numbers and types are profile.proto's. A known field must have its type's wire type (a
+# repeated number may also come packed); an unknown field is skipped unless it is a group; a
+# singular field given twice keeps its last value, a message included; varints take up to 10
+# bytes. Stricter on purpose (docs/pprof.md): field number 0 and numbers from 2^29 are refused.
+
+_MESSAGES = {m.name: m for m in profile_pb2.DESCRIPTOR.message_types_by_name.values()}
+_WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group", 5: "32-bit"}
+_MAX_FIELD_NUMBER = (1 << 29) - 1
+
+
+class _Malformed(Exception):
+    """Why pprof's decoder refuses a body; ``wire`` when its protobuf encoding is what is broken."""
+
+    def __init__(self, message: str, wire: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.wire = wire
+
+
+def _go_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(data))):
+        value |= (data[i] & 0x7F) << shift
+        if data[i] < 0x80:
+            return value & 0xFFFF_FFFF_FFFF_FFFF, i + 1
+        shift += 7
+    if len(data) - pos >= 10:
+        raise _Malformed(f"varint longer than 10 bytes at byte {pos}")
+    raise _Malformed(f"truncated varint at byte {pos}")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _go_decode(data: bytes, kind: str, base: int) -> dict[str, object]:
+    """The fields of one ``kind`` message in ``data`` (at offset ``base`` of the body), by name."""
+    fields = _MESSAGES[kind].fields_by_number
+    out: dict[str, object] = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        key, pos = _go_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire in (3, 4):
+            raise _Malformed(f"{_WIRE_NAMES[wire]} wire type at byte {base + start}, which pprof never uses")
+        if wire > 5:
+            raise _Malformed(f"illegal wire type {wire} at byte {base + start}")
+        if not 0 < number <= _MAX_FIELD_NUMBER:
+            raise _Malformed(f"field number {number} at byte {base + start}, which protobuf does not allow")
+        value, payload = 0, b""
+        if wire == 0:
+            value, pos = _go_varint(data, pos)
+        elif wire == 2:
+            length, pos = _go_varint(data, pos)
+            if length > end - pos:
+                raise _Malformed(f"field {number} at byte {base + start} runs past the end of the data (truncated?)")
+            payload, pos = data[pos : pos + length], pos + length
+        else:
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise _Malformed(f"field {number} at byte {base + start} runs past the end of the data (truncated?)")
+        field = fields.get(number)
+        if field is None:
+            continue
+        name = field.name
+        if field.message_type is not None or field.type in (field.TYPE_STRING, field.TYPE_BYTES):
+            expected = 2
+        else:
+            expected = 0
+            if wire == 2 and field.is_repeated:  # packed
+                values, at = [], 0
+                while at < len(payload):
+                    v, at = _go_varint(payload, at)
+                    values.append(v)
+                out.setdefault(name, []).extend(map(_signed, values) if field.type == field.TYPE_INT64 else values)
+                continue
+        if wire != expected:
+            where = name if kind == "Profile" else f"{kind.lower()}.{name}"
+            raise _Malformed(f"field {number} ({where}) at byte {base + start} is {_WIRE_NAMES[wire]}, "
+                             f"expected {_WIRE_NAMES[expected]}")
+        if field.message_type is not None:
+            value = _go_decode(payload, field.message_type.name, base + pos - len(payload))
+        elif expected == 2:
+            value = payload
+            if name == "string_table" and not out.get(name) and payload:
+                raise _Malformed(f"string_table[0] must be the empty string, is {payload[:20]!r}", wire=False)
+        elif field.type == field.TYPE_INT64:
+            value = _signed(value)
+        elif field.type == field.TYPE_BOOL:
+            value = value != 0
+        if field.is_repeated:
+            out.setdefault(name, []).append(value)
+        elif name == "time_nanos" and out.get(name):
+            raise _Malformed("time_nanos appears twice: two profiles concatenated into one body", wire=False)
+        else:
+            out[name] = value
+    return out
+
+
+def _go_problem(p: dict) -> str | None:
+    """What makes the decoded ``p`` not a valid pprof profile (pprof's postDecode and CheckValid), or None."""
+    strings = p.get("string_table", [])
     n = len(strings)
-    if strings[0]:
-        return f"string_table[0] must be the empty string, is {strings[0][:20]!r}"
-    if len(p.time_nanos) > 1 and p.time_nanos[0]:
-        return "time_nanos appears twice: two profiles concatenated into one body"
-
-    for where, i in _string_indices(p):
+    if not n:
+        return "protobuf, but not a pprof profile: it has no string table"
+    for where, i in _go_string_indices(p):
         if not 0 <= i < n:
-            return f"{where} is string index {i}, outside the {n}-entry string table"
-
-    for kind, entries in (("mapping", p.mapping), ("function", p.function), ("location", p.location)):
-        seen: set[int] = set()
-        for e in entries:
-            if e.id == 0:
-                return f"a {kind} has id 0, which is reserved"
-            if e.id in seen:
-                return f"two {kind}s have id {e.id}"
-            seen.add(e.id)
-    mapping_ids = {m.id for m in p.mapping}
-    function_ids = {f.id for f in p.function}
-    for loc in p.location:
-        if loc.mapping_id and loc.mapping_id not in mapping_ids:
-            return f"location {loc.id} refers to mapping {loc.mapping_id}, which does not exist"
-        for line in loc.line:
-            if line.function_id not in function_ids:
-                return f"location {loc.id} has a line in function {line.function_id}, which does not exist"
-
-    types = len(p.sample_type)
-    if p.sample and not types:
-        return f"it has {len(p.sample)} samples but no sample_type to say what they measure"
-    location_ids = {loc.id for loc in p.location}
-    for i, s in enumerate(p.sample):
-        if len(s.value) != types:
-            return f"sample {i} has {len(s.value)} values but there are {types} sample types"
-        for lid in s.location_id:
-            if lid not in location_ids:
-                return f"sample {i} refers to location {lid}, which does not exist"
+            return f"malformed pprof profile: {where} is string index {i}, outside the {n}-entry string table"
+    ids: dict[str, set[int]] = {}
+    for kind in ("mapping", "function", "location"):
+        seen = ids[kind] = set()
+        for e in p.get(kind, []):
+            eid = e.get("id", 0)
+            if eid == 0:
+                return f"malformed pprof profile: a {kind} has id 0, which is reserved"
+            if eid in seen:
+                return f"malformed pprof profile: two {kind}s have id {eid}"
+            seen.add(eid)
+    for loc in p.get("location", []):
+        for line in loc.get("line", []):
+            if line.get("function_id", 0) not in ids["function"]:
+                return (f"malformed pprof profile: location {loc['id']} has a line in function "
+                        f"{line.get('function_id', 0)}, which does not exist")
+    samples = p.get("sample", [])
+    types = len(p.get("sample_type", []))
+    if samples and not types:
+        return f"malformed pprof profile: it has {len(samples)} samples but no sample_type to say what they measure"
+    for i, s in enumerate(samples):
+        if len(s.get("value", [])) != types:
+            return f"malformed pprof profile: sample {i} has {len(s.get('value', []))} values but there are {types} sample types"
+        for lid in s.get("location_id", []):
+            if lid not in ids["location"]:
+                return f"malformed pprof profile: sample {i} refers to location {lid}, which does not exist"
     return None
 
 
-def _string_indices(p: Message) -> Iterator[tuple[str, int]]:
-    """Every string index in ``p``, with where it is."""
-    yield "drop_frames", p.drop_frames
-    yield "keep_frames", p.keep_frames
-    yield "default_sample_type", p.default_sample_type
-    yield "doc_url", p.doc_url
-    yield "period_type.type", p.period_type.type
-    yield "period_type.unit", p.period_type.unit
-    for i, c in enumerate(p.comment):
+def _go_string_indices(p: dict) -> Iterator[tuple[str, int]]:
+    """Every string index pprof looks up in ``p``, with where it is."""
+    for name in ("drop_frames", "keep_frames", "default_sample_type", "doc_url"):
+        yield name, p.get(name, 0)
+    period_type = p.get("period_type", {})
+    yield "period_type.type", period_type.get("type", 0)
+    yield "period_type.unit", period_type.get("unit", 0)
+    for i, c in enumerate(p.get("comment", [])):
         yield f"comment[{i}]", c
-    for i, vt in enumerate(p.sample_type):
-        yield f"sample_type[{i}].type", vt.type
-        yield f"sample_type[{i}].unit", vt.unit
-    for m in p.mapping:
-        yield f"mapping {m.id} filename", m.filename
-        yield f"mapping {m.id} build_id", m.build_id
-    for f in p.function:
-        yield f"function {f.id} name", f.name
-        yield f"function {f.id} system_name", f.system_name
-        yield f"function {f.id} filename", f.filename
-    for i, s in enumerate(p.sample):
-        for label in s.label:
-            yield f"sample {i} label key", label.key
-            yield f"sample {i} label str", label.str
-            yield f"sample {i} label num_unit", label.num_unit
+    for i, vt in enumerate(p.get("sample_type", [])):
+        yield f"sample_type[{i}].type", vt.get("type", 0)
+        yield f"sample_type[{i}].unit", vt.get("unit", 0)
+    for m in p.get("mapping", []):
+        yield f"mapping {m.get('id', 0)} filename", m.get("filename", 0)
+        yield f"mapping {m.get('id', 0)} build_id", m.get("build_id", 0)
+    for f in p.get("function", []):
+        for name in ("name", "system_name", "filename"):
+            yield f"function {f.get('id', 0)} {name}", f.get(name, 0)
+    for i, s in enumerate(p.get("sample", [])):
+        for label in s.get("label", []):
+            yield f"sample {i} label key", label.get("key", 0)
+            # pprof reads str when it is set, else num_unit when num or num_unit is
+            if label.get("str", 0):
+                yield f"sample {i} label str", label["str"]
+            elif label.get("num_unit", 0):
+                yield f"sample {i} label num_unit", label["num_unit"]
+
+
+def _as_message(p: dict) -> Message:
+    """The decoded ``p`` as a Profile message, as pprof reads it (last period_type, last time_nanos)."""
+    if "time_nanos" in p:
+        p = {**p, "time_nanos": [p["time_nanos"]]}
+    return _Profile(**p)
 
 
 def _info(p: Message, gzipped: bool, size: int) -> ProfileInfo:
@@ -380,8 +486,9 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _SNIFF_BYTES = 512
 
 
-def _describe(data: bytes, gzipped: bool, problem: str | None) -> str:
-    """Why ``data`` (the body, decompressed) is not a profile, naming what it looks like."""
+def _describe(data: bytes, gzipped: bool, problem: str | None, wire: str | None) -> str:
+    """Why ``data`` (the body, decompressed) is not a profile, naming what it looks like: ``problem``
+    is the pprof rule it breaks, ``wire`` what is wrong with it as protobuf."""
     prefix = "gzip-compressed " if gzipped else ""
     head = data[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
     if _GOROUTINE_DUMP.match(head):
@@ -411,7 +518,7 @@ def _describe(data: bytes, gzipped: bool, problem: str | None) -> str:
             f"{compression}-compressed data, not a pprof profile: pprof bodies are gzip or raw protobuf "
             f"(did the server apply Content-Encoding: {compression}?)"
         )
-    return f"{prefix}binary data, not a pprof profile ({_wire_problem(data)}); it starts {data[:24]!r}"
+    return f"{prefix}binary data, not a pprof profile ({wire}); it starts {data[:24]!r}"
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -434,62 +541,6 @@ def _other_compression(data: bytes) -> str | None:
     if len(data) >= 2 and data[0] == 0x78 and (data[0] << 8 | data[1]) % 31 == 0:
         return "deflate"
     return None
-
-
-_PROFILE_FIELDS = profile_pb2.Profile.DESCRIPTOR.fields_by_number
-_WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group", 5: "32-bit"}
-_MAX_FIELDS_SCANNED = 100_000
-
-
-def _wire_problem(data: bytes) -> str:
-    """The first thing wrong at the top level of ``data`` as protobuf, for the error message."""
-    pos, end = 0, len(data)
-    for _ in range(_MAX_FIELDS_SCANNED):
-        if pos >= end:
-            return "a nested message is malformed"
-        start = pos
-        key, pos = _varint(data, pos)
-        if key is None:
-            return f"truncated field key at byte {start}"
-        number, wire = key >> 3, key & 7
-        if wire > 5:
-            return f"illegal wire type {wire} at byte {start}"
-        if number == 0:
-            return f"field number 0 at byte {start}"
-        known = _PROFILE_FIELDS.get(number)
-        if known is not None:
-            expected = 2 if known.message_type or known.type == known.TYPE_STRING else 0
-            if wire != expected and not (expected == 0 and wire == 2 and known.is_repeated):
-                return (
-                    f"field {number} ({known.name}) at byte {start} is {_WIRE_NAMES[wire]}, "
-                    f"expected {_WIRE_NAMES[expected]}"
-                )
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            if value is None:
-                return f"truncated varint at byte {start}"
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if length is None or pos + length > end:
-                return f"field {number} at byte {start} runs past the end of the data (truncated?)"
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            if pos > end:
-                return f"field {number} at byte {start} runs past the end of the data (truncated?)"
-        else:
-            return f"{_WIRE_NAMES[wire]} wire type at byte {start}, which pprof never uses"
-    return "malformed protobuf"
-
-
-def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    for i in range(pos, min(pos + 10, len(data))):
-        value |= (data[i] & 0x7F) << shift
-        if data[i] < 0x80:
-            return value, i + 1
-        shift += 7
-    return None, pos
 
 
 def _size(n: int) -> str:
