@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -46,10 +46,12 @@ class ProfileInfo:
 # The schemas validation decodes with, all built from profile.proto once at import.
 _F = descriptor_pb2.FieldDescriptorProto
 _REFS_PACKAGE = "pprof_scraper.refs"
+_WIRE_PACKAGE = "pprof_scraper.wire"
 
 
-def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
-    """Three message classes: the profile (leniently), its references merged, a location's lines merged.
+def _schemas() -> tuple[type[Message], type[Message], type[Message], type[Message]]:
+    """Four message classes: the profile (leniently), its references merged, a location's lines
+    merged, and the profile with every entry merged into one, to check wire types.
 
     Profile is profile.proto's, with ``string_table`` as bytes and ``time_nanos`` repeated. bytes:
     upb refuses a proto3 string that is not UTF-8, but pprof takes any bytes, and Go label values or
@@ -57,7 +59,7 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     profiles concatenated into one body. Neither changes the wire format.
 
     ProfileRefs reads the same bytes with each repeated sub-message declared singular, so protobuf's
-    merge rule concatenates, in C, every entry's ids and string indices into one list per field: the
+    merge rule concatenates, in C, every entry's references and string indices into one list per field: the
     checks then work on a few flat lists instead of touching each sample, location and line from
     Python, which costs about a microsecond per object. Indices are read as uint64 so that a negative
     int64 shows up as a huge number and one ``max`` checks both ends of the range. A location's lines
@@ -66,6 +68,9 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     values unpacked, so no merged form keeps the per-sample count.) ProfileRefs also keeps each
     ``period_type`` whole, to count them (upb merges a second one into the first, pprof replaces it).
 
+    WireProfile is profile.proto with every repeated sub-message declared singular: upb keeps a field
+    of the wrong wire type (pprof refuses it) as an unknown field of the message it is in, and merging
+    gathers those of every entry into a handful of messages, whose size then tells whether any exist.
     """
     profile = descriptor_pb2.FileDescriptorProto()
     profile_pb2.DESCRIPTOR.CopyToProto(profile)
@@ -82,10 +87,10 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     u64 = _F.TYPE_UINT64
     _add_message(refs, "LabelRefs", key=(1, u64), str=(2, u64), num_unit=(4, u64))
     _add_message(refs, "SampleRefs", location_id=(1, u64), label=(3, "LabelRefs"))
-    _add_message(refs, "MappingRefs", id=(1, u64), filename=(5, u64), build_id=(6, u64))
-    _add_message(refs, "LocationRefs", id=(1, u64), line=(4, _F.TYPE_BYTES))
+    _add_message(refs, "MappingRefs", filename=(5, u64), build_id=(6, u64))
+    _add_message(refs, "LocationRefs", line=(4, _F.TYPE_BYTES))
     _add_message(refs, "LineRefs", function_id=(1, u64))
-    _add_message(refs, "FunctionRefs", id=(1, u64), name=(2, u64), system_name=(3, u64), filename=(4, u64))
+    _add_message(refs, "FunctionRefs", name=(2, u64), system_name=(3, u64), filename=(4, u64))
     _add_message(
         refs,
         "ProfileRefs",
@@ -96,13 +101,25 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
         period_type=(11, _F.TYPE_BYTES),
     )
 
+    wire = descriptor_pb2.FileDescriptorProto()
+    profile_pb2.DESCRIPTOR.CopyToProto(wire)
+    wire.name, wire.package = "pprof_scraper_wire.proto", _WIRE_PACKAGE
+    for message in wire.message_type:
+        for field in message.field:
+            if field.type == _F.TYPE_MESSAGE:
+                field.label = _F.LABEL_OPTIONAL
+                field.type_name = field.type_name.replace(f".{profile.package}.", f".{_WIRE_PACKAGE}.")
+            elif field.type == _F.TYPE_STRING:
+                field.type = _F.TYPE_BYTES
+
     pool = descriptor_pool.DescriptorPool()
-    for file in (profile, refs):
+    for file in (profile, refs, wire):
         pool.Add(file)
     return (
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{profile.package}.Profile")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_REFS_PACKAGE}.ProfileRefs")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_REFS_PACKAGE}.LineRefs")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_WIRE_PACKAGE}.Profile")),
     )
 
 
@@ -119,7 +136,7 @@ def _add_message(file: descriptor_pb2.FileDescriptorProto, name: str, /, **field
             message.field.add(name=field_name, number=number, label=_F.LABEL_REPEATED, type=kind)
 
 
-_Profile, _ProfileRefs, _LineRefs = _schemas()
+_Profile, _ProfileRefs, _LineRefs, _WireProfile = _schemas()
 
 
 def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT) -> ProfileInfo:
@@ -229,7 +246,16 @@ def _consistent(p: Message, data: bytes) -> bool:
     """
     strings = p.string_table
     n = len(strings)
-    if strings[0] or (len(p.time_nanos) > 1 and p.time_nanos[0]):
+    if strings[0] or len(p.time_nanos) > 1:
+        return False
+    # upb keeps a known field of the wrong wire type, and a group, as unknown fields; pprof refuses both.
+    try:
+        merged = _WireProfile.FromString(data)
+    except DecodeError:
+        return False
+    size = merged.ByteSize()
+    merged.DiscardUnknownFields()
+    if merged.ByteSize() != size:
         return False
     indices = [p.drop_frames, p.keep_frames, p.default_sample_type, p.doc_url, p.period_type.type, p.period_type.unit]
     indices += p.comment
@@ -258,10 +284,11 @@ def _consistent(p: Message, data: bytes) -> bool:
         if merged and max(merged) >= n:
             return False
 
+    # Ids one entry at a time: the last id of an entry counts, as in pprof, and none may be 0 or shared.
     # (A location's mapping_id may name no mapping: pprof leaves that location without one.)
-    function_ids = _distinct_ids(refs.function.id, len(p.function))
-    location_ids = _distinct_ids(refs.location.id, len(p.location))
-    if function_ids is None or location_ids is None or _distinct_ids(refs.mapping.id, len(p.mapping)) is None:
+    function_ids = _distinct_ids([f.id for f in p.function])
+    location_ids = _distinct_ids([loc.id for loc in p.location])
+    if function_ids is None or location_ids is None or _distinct_ids([m.id for m in p.mapping]) is None:
         return False
     # A line without a function_id adds nothing to the merged list, so count them.
     if len(line_function_ids) != len(refs.location.line) or not function_ids.issuperset(line_function_ids):
@@ -279,12 +306,10 @@ def _consistent(p: Message, data: bytes) -> bool:
     return True
 
 
-def _distinct_ids(merged: Sequence[int], count: int) -> set[int] | None:
-    """The ids, if each of ``count`` entries has its own non-zero id; a zero id is left off the wire."""
-    ids = set(merged)
-    if len(ids) != count or len(merged) != count or 0 in ids:
-        return None
-    return ids
+def _distinct_ids(ids: list[int]) -> set[int] | None:
+    """The ids as a set, if none is 0 (reserved) and no two are the same."""
+    distinct = set(ids)
+    return distinct if len(distinct) == len(ids) and 0 not in distinct else None
 
 
 # Decoding as pprof's own decoder (profile/encode.go) does, for bodies the bulk check doubts: the

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import struct
 import tracemalloc
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 
 from scraper._proto import profile_pb2
 from scraper.errors import BodyTooLarge, InvalidProfile
-from scraper.pprof import ProfileInfo, _consistent, _go_decode, _Malformed, _go_problem, _Profile, as_gzip, validate_profile
+from scraper.pprof import ProfileInfo, _consistent, _go_decode, _go_problem, _Profile, as_gzip, validate_profile
 
 DATA = Path(__file__).parent.parent / "data"
 URL = "http://app:6060/debug/pprof/heap"
@@ -511,8 +510,7 @@ def test_a_mutated_gzip_body_only_ever_raises_scrape_errors(body: bytes) -> None
 @given(mutated(gzip_it=False))
 def test_a_mutated_protobuf_only_ever_raises_scrape_errors_and_what_passes_keeps_every_rule(body: bytes) -> None:
     if _only_expected_errors(body) is not None:
-        with contextlib.suppress(_Malformed):  # the encoding is not checked here yet, only pprof's rules
-            assert _go_problem(_go_decode(body, "Profile", 0)) is None
+        assert _go_problem(_go_decode(body, "Profile", 0)) is None
     _only_expected_errors(_gzipped(body))
 
 
@@ -530,11 +528,35 @@ GO_ACCEPTS: list[tuple[str, str]] = [
     ("time_nanos_zero_then_set", BASE + "48004805"),
 ]
 
+GO_REFUSES: list[tuple[str, str, str]] = [
+    ("drop_frames_length_delimited", BASE + "3a0101", "field 7 (drop_frames) at byte 60 is length-delimited, expected varint"),
+    (
+        "location_address_as_fixed64",
+        "0a04080110021204080110052211080119000000000000000022040801100a" + _TABLES,
+        "field 3 (location.address) at byte 16 is 64-bit, expected varint",
+    ),
+    ("unknown_field_as_group", BASE + "a301a401", "start-group wire type at byte 60"),
+    ("time_nanos_packed", BASE + "4a0105", "field 9 (time_nanos) at byte 60 is length-delimited, expected varint"),
+    ("time_nanos_set_then_given_again", BASE + "480048054807", "time_nanos appears twice"),
+    (
+        "one_function_repeating_its_id_while_another_has_none",
+        "0a040801100212040801100522060801220208022a060801080210032a021003320032077361"
+        + "6d706c65733205636f756e7432046d61696e3204662e676f",
+        "a function has id 0, which is reserved",
+    ),
+]
+
 
 @pytest.mark.parametrize("body", [r[1] for r in GO_ACCEPTS], ids=[r[0] for r in GO_ACCEPTS])
 def test_a_profile_go_accepts_is_accepted(body: str) -> None:
     validate_profile(bytes.fromhex(body))
     validate_profile(_gzipped(bytes.fromhex(body)))
+
+
+@pytest.mark.parametrize(("body", "phrase"), [r[1:] for r in GO_REFUSES], ids=[r[0] for r in GO_REFUSES])
+def test_a_profile_go_refuses_is_refused_saying_why(body: str, phrase: str) -> None:
+    assert phrase in rejection(bytes.fromhex(body))
+    assert phrase in rejection(_gzipped(bytes.fromhex(body)))
 
 
 def test_of_two_period_types_the_last_is_reported_as_go_keeps_it() -> None:
@@ -544,4 +566,26 @@ def test_of_two_period_types_the_last_is_reported_as_go_keeps_it() -> None:
 
 def test_a_field_behind_a_long_tag_is_read() -> None:
     assert validate_profile(bytes.fromhex(BASE + "d0808080800001")).duration_nanos == 1
+
+
+def _with_flag_byte(gzipped: bytes, bits: int) -> bytes:
+    return gzipped[:3] + bytes([gzipped[3] | bits]) + gzipped[4:]
+
+
+STRICTER_THAN_GO: list[tuple[str, Callable[[], bytes], str]] = [
+    ("field_number_zero", lambda: bytes.fromhex(BASE + "0001"), "field number 0 at byte 60"),
+    ("field_number_2_to_the_29", lambda: bytes.fromhex(BASE + "8080808010" + "01"), "field number 536870912 at byte 60"),
+    (
+        "gzip_header_with_a_reserved_flag_bit",
+        lambda: _with_flag_byte(_gzipped(bytes.fromhex(BASE)), 0x20),
+        "corrupt gzip: unknown header flags set",
+    ),
+    ("legacy_text_heap_profile", lambda: HEAP_DEBUG1, "pprof's text format (debug=1)"),
+]
+
+
+@pytest.mark.parametrize(("make_body", "phrase"), [r[1:] for r in STRICTER_THAN_GO], ids=[r[0] for r in STRICTER_THAN_GO])
+def test_what_go_accepts_but_we_refuse_on_purpose_is_refused_saying_why(make_body: Callable[[], bytes], phrase: str) -> None:
+    # docs/pprof.md, "Differences from Go's pprof parser"
+    assert phrase in rejection(make_body())
 
