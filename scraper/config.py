@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    NonNegativeInt,
     field_validator,
     model_validator,
 )
@@ -32,6 +33,7 @@ from pydantic import (
 from .discovery.models import DNSSDConfig, FileSDConfig, HTTPSDConfig, KubernetesSDConfig
 from .durations import Duration
 from .errors import ConfigError
+from .pprof import DEFAULT_SAMPLE_LIMIT
 from .relabel import RelabelConfig
 
 log = logging.getLogger(__name__)
@@ -273,6 +275,8 @@ class ScrapeJob(_Model):
     http_client_config: HTTPClientConfig = HTTPClientConfig()
     profiling_config: ProfilingConfig = ProfilingConfig()
     body_size_limit: ByteSize = ByteSize(_DEFAULT_BODY_SIZE_LIMIT)
+    #: most samples a profile may hold (Prometheus' name); 0 means no limit
+    sample_limit: NonNegativeInt = DEFAULT_SAMPLE_LIMIT
     relabel_configs: list[RelabelConfig] = []
     file_sd_configs: list[FileSDConfig] = []
     http_sd_configs: list[HTTPSDConfig] = []

@@ -18,10 +18,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from ._proto import profile_pb2
-from .errors import BodyTooLarge, InvalidProfile
+from .errors import BodyTooLarge, InvalidProfile, TooManySamples
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_SIZE_LIMIT = 64 * 1024 * 1024
+#: Samples a profile may hold unless the job says otherwise (0: no limit). A real profile as large as
+#: the default body_size_limit holds about 550,000 (pprof's large.cpu: 120 bytes a sample), so this
+#: refuses none that the size limit lets through, while a sample bomb (4 bytes a sample, 16.7 million
+#: in 64 MiB) is stopped after counting a million: decoding that many costs ~1 s and ~110 MB.
+DEFAULT_SAMPLE_LIMIT = 1_000_000
 
 # Output per zlib call: big enough that a typical profile takes one call, small enough that a gzip
 # bomb overshoots the limit by at most this much before it is stopped.
@@ -139,11 +144,13 @@ def _add_message(file: descriptor_pb2.FileDescriptorProto, name: str, /, **field
 _Profile, _ProfileRefs, _LineRefs, _WireProfile = _schemas()
 
 
-def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT) -> ProfileInfo:
+def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT,
+                     sample_limit: int = 0) -> ProfileInfo:
     """Check that ``body`` is a valid pprof profile, gzip-compressed or not, and describe it.
 
     Raises :class:`BodyTooLarge` as soon as the (decompressed) profile exceeds ``size_limit`` bytes,
-    and :class:`InvalidProfile` for anything that is not a profile.
+    :class:`TooManySamples` when it holds more than ``sample_limit`` samples (0: no limit), counted
+    before anything is decoded, and :class:`InvalidProfile` for anything that is not a profile.
     """
     if not body:
         raise InvalidProfile("empty body: the target answered with no data where a pprof profile was expected", url)
@@ -162,6 +169,8 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
         if len(body) > size_limit:
             raise BodyTooLarge(f"profile is {_size(len(body))}, over the {_size(size_limit)} body_size_limit", url)
         data = body
+    if sample_limit and len(data) >= _MIN_SAMPLE_BYTES * (sample_limit + 1):
+        _check_sample_count(data, sample_limit, url)
     try:
         profile = _Profile.FromString(data)
     except DecodeError:
@@ -179,6 +188,23 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
         raise InvalidProfile(_describe(data, gzipped, problem, None), url)
     return _info(_as_message(decoded), gzipped, len(data))
 
+
+def decompressed_size(body: bytes, limit: int) -> int:
+    """What ``body`` decompresses to, counted up to ``limit`` + 1 bytes (so never more work than that);
+    broken gzip counts as what it held before it broke."""
+    if not body.startswith(GZIP_MAGIC):
+        return len(body)
+    size, rest = 0, body
+    while rest.startswith(GZIP_MAGIC) and size <= limit:
+        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            size += len(member.decompress(rest, limit + 1 - size))
+        except zlib.error:
+            return size
+        if not member.eof:
+            return size
+        rest = member.unused_data
+    return size
 
 
 def as_gzip(body: bytes) -> bytes:
@@ -236,6 +262,45 @@ def _gzip_error(reason: str, size: int) -> str:
     if "incorrect length check" in reason:
         return f"gzip with a bad length trailer: the {size}-byte body is corrupt"
     return f"corrupt gzip: {reason.removeprefix('Error -3 while decompressing data: ')}"
+
+
+# The smallest sample on the wire: its tag and a zero length (``12 00``).
+_MIN_SAMPLE_BYTES = 2
+_SAMPLE_TAG = 2 << 3 | 2
+
+
+def _check_sample_count(data: bytes, limit: int, url: str | None) -> None:
+    """Raise TooManySamples once the top level of ``data`` holds more than ``limit`` samples.
+
+    Reads only tags and lengths, and stops at the first sample over the limit, so a sample bomb
+    costs about ``limit`` steps of this loop (Python, which lets other threads run) instead of a full
+    decode holding the GIL and about 110 bytes a sample. Malformed data stops the count: decoding says why.
+    """
+    samples = pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            key, pos = _go_varint(data, pos)
+            wire = key & 7
+            if wire == 0:
+                _, pos = _go_varint(data, pos)
+            elif wire == 2:
+                length, pos = _go_varint(data, pos)
+                pos += length
+                if key == _SAMPLE_TAG:
+                    samples += 1
+                    if samples > limit:
+                        raise TooManySamples(
+                            f"profile has more than {limit} samples, over the job's sample_limit "
+                            f"({_size(end)} decompressed; stopped counting there)",
+                            url,
+                        )
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return
+    except _Malformed:
+        return
 
 
 def _consistent(p: Message, data: bytes) -> bool:

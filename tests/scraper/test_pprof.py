@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scraper._proto import profile_pb2
-from scraper.errors import BodyTooLarge, InvalidProfile
-from scraper.pprof import ProfileInfo, _consistent, _go_decode, _go_problem, _Profile, as_gzip, validate_profile
+from bench.validation_cost import sample_bomb
+from scraper.errors import BodyTooLarge, InvalidProfile, TooManySamples
+from scraper.pprof import DEFAULT_SAMPLE_LIMIT, ProfileInfo, _consistent, _go_decode, _go_problem, _Profile, as_gzip, validate_profile
 
 DATA = Path(__file__).parent.parent / "data"
 URL = "http://app:6060/debug/pprof/heap"
@@ -589,3 +590,37 @@ def test_what_go_accepts_but_we_refuse_on_purpose_is_refused_saying_why(make_bod
     # docs/pprof.md, "Differences from Go's pprof parser"
     assert phrase in rejection(make_body())
 
+
+# --- sample_limit ------------------------------------------------------------------------------------
+
+
+def _samples(count: int) -> bytes:
+    return bytes.fromhex(BASE) + bytes.fromhex("12021001") * (count - 1)
+
+
+def test_a_profile_with_more_samples_than_sample_limit_is_refused_by_name() -> None:
+    with pytest.raises(TooManySamples) as caught:
+        validate_profile(_gzipped(_samples(101)), url=URL, sample_limit=100)
+    assert caught.value.kind == "sample_limit"
+    assert "more than 100 samples, over the job's sample_limit" in str(caught.value)
+
+
+def test_a_profile_with_exactly_sample_limit_samples_is_valid() -> None:
+    assert validate_profile(_samples(100), sample_limit=100).sample_count == 100
+
+
+def test_sample_limit_zero_means_no_limit() -> None:
+    assert validate_profile(_samples(101), sample_limit=0).sample_count == 101
+
+
+def test_a_sample_bomb_is_refused_before_decoding_with_memory_near_its_decompressed_size() -> None:
+    bomb = sample_bomb()
+    tracemalloc.start()
+    try:
+        with pytest.raises(TooManySamples):
+            validate_profile(bomb, url=URL, sample_limit=DEFAULT_SAMPLE_LIMIT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # the decompressed 64 MiB (built once, then copied out of zlib's buffer), nothing per sample
+    assert peak < 2.5 * 64 * MiB
