@@ -177,16 +177,18 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
         profile = None  # upb refuses some encodings pprof reads (varints over 5 bytes): decide below
     if profile is not None and profile.string_table and _consistent(profile, data):
         return _info(profile, gzipped, len(data))
-    # The bulk check only says yes or no; decode as pprof does, one field at a time (slow, exact).
-    try:
-        decoded = _go_decode(data, "Profile", 0)
-    except _Malformed as exc:
-        problem = None if exc.wire else f"malformed pprof profile: {exc.message}"
-        raise InvalidProfile(_describe(data, gzipped, problem, exc.message), url) from None
-    problem = _go_problem(decoded)
+    # The bulk check only says yes or no. Read the body as pprof does (re-encoded for upb, when upb
+    # reads it otherwise), then check its rules one entry at a time: slow, exact.
+    if profile is None or not _read_as_pprof_does(data):
+        try:
+            profile = _Profile.FromString(_as_pprof_reads_it(data))
+        except _Malformed as exc:
+            problem = None if exc.wire else f"malformed pprof profile: {exc.message}"
+            raise InvalidProfile(_describe(data, gzipped, problem, exc.message), url) from None
+    problem = _problem(profile)
     if problem is not None:
         raise InvalidProfile(_describe(data, gzipped, problem, None), url)
-    return _info(_as_message(decoded), gzipped, len(data))
+    return _info(profile, gzipped, len(data))
 
 
 def decompressed_size(body: bytes, limit: int) -> int:
@@ -307,20 +309,11 @@ def _consistent(p: Message, data: bytes) -> bool:
     """Whether ``p`` keeps every rule of pprof's decoder and ``CheckValid``, judged on merged lists.
 
     Yes only when pprof surely agrees; any doubt (an encoding upb reads differently from pprof,
-    a rule that may be broken) is settled by :func:`_go_decode`.
+    a rule that may be broken) is settled one entry at a time by :func:`_problem`.
     """
     strings = p.string_table
     n = len(strings)
     if strings[0] or len(p.time_nanos) > 1:
-        return False
-    # upb keeps a known field of the wrong wire type, and a group, as unknown fields; pprof refuses both.
-    try:
-        merged = _WireProfile.FromString(data)
-    except DecodeError:
-        return False
-    size = merged.ByteSize()
-    merged.DiscardUnknownFields()
-    if merged.ByteSize() != size:
         return False
     indices = [p.drop_frames, p.keep_frames, p.default_sample_type, p.doc_url, p.period_type.type, p.period_type.unit]
     indices += p.comment
@@ -333,7 +326,7 @@ def _consistent(p: Message, data: bytes) -> bool:
         line_function_ids = _LineRefs.FromString(b"".join(refs.location.line)).function_id
     except DecodeError:
         return False
-    if len(refs.period_type) > 1:
+    if len(refs.period_type) > 1 or not _wire_types_as_pprof_expects(data):
         return False
     label = refs.sample.label
     for merged in (
@@ -377,11 +370,11 @@ def _distinct_ids(ids: list[int]) -> set[int] | None:
     return distinct if len(distinct) == len(ids) and 0 not in distinct else None
 
 
-# Decoding as pprof's own decoder (profile/encode.go) does, for bodies the bulk check doubts: the
-# field numbers and types are profile.proto's. A known field must have its type's wire type (a
-# repeated number may also come packed); an unknown field is skipped unless it is a group; a
-# singular field given twice keeps its last value, a message included; varints take up to 10
-# bytes. Stricter on purpose (docs/pprof.md): field number 0 and numbers from 2^29 are refused.
+# Reading as pprof's own decoder (profile/encode.go) does, for bodies upb reads otherwise: the field
+# numbers and types are profile.proto's. A known field must have its type's wire type (a repeated
+# number may also come packed); an unknown field is skipped unless it is a group; a singular field
+# given twice keeps its last value, a message included; varints take up to 10 bytes. Stricter on
+# purpose (docs/pprof.md): field number 0 and numbers from 2^29 are refused.
 
 _MESSAGES = {m.name: m for m in profile_pb2.DESCRIPTOR.message_types_by_name.values()}
 _WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group", 5: "32-bit"}
@@ -409,14 +402,43 @@ def _go_varint(data: bytes, pos: int) -> tuple[int, int]:
     raise _Malformed(f"truncated varint at byte {pos}")
 
 
-def _signed(value: int) -> int:
-    return value - (1 << 64) if value >= 1 << 63 else value
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
-def _go_decode(data: bytes, kind: str, base: int) -> dict[str, object]:
-    """The fields of one ``kind`` message in ``data`` (at offset ``base`` of the body), by name."""
+def _read_as_pprof_does(data: bytes) -> bool:
+    """Whether upb reads ``data`` as pprof does: with fields of the wire types pprof expects, and at
+    most one period_type (upb merges two, pprof keeps the last)."""
+    try:
+        return _wire_types_as_pprof_expects(data) and len(_ProfileRefs.FromString(data).period_type) <= 1
+    except DecodeError:
+        return False
+
+
+def _wire_types_as_pprof_expects(data: bytes) -> bool:
+    """No field of a wrong wire type, no group: upb keeps both as unknown fields, pprof refuses them."""
+    try:
+        merged = _WireProfile.FromString(data)
+    except DecodeError:
+        return False
+    size = merged.ByteSize()
+    merged.DiscardUnknownFields()
+    return merged.ByteSize() == size
+
+
+def _as_pprof_reads_it(data: bytes, kind: str = "Profile", base: int = 0) -> bytes:
+    """``data`` re-encoded as pprof reads it, for upb: every varint as short as it goes, unknown
+    fields dropped, only the last of a singular message. Raises _Malformed where pprof's decoder
+    fails. ``base`` is where ``data`` starts in the body, for the messages."""
     fields = _MESSAGES[kind].fields_by_number
-    out: dict[str, object] = {}
+    out: list[bytes] = []
+    last: dict[int, bytes] = {}  # singular messages: pprof keeps the last
+    time_nanos = 0
     pos, end = 0, len(data)
     while pos < end:
         start = pos
@@ -443,111 +465,105 @@ def _go_decode(data: bytes, kind: str, base: int) -> dict[str, object]:
         field = fields.get(number)
         if field is None:
             continue
-        name = field.name
-        if field.message_type is not None or field.type in (field.TYPE_STRING, field.TYPE_BYTES):
-            expected = 2
-        else:
-            expected = 0
-            if wire == 2 and field.is_repeated:  # packed
-                values, at = [], 0
-                while at < len(payload):
-                    v, at = _go_varint(payload, at)
-                    values.append(v)
-                out.setdefault(name, []).extend(map(_signed, values) if field.type == field.TYPE_INT64 else values)
-                continue
-        if wire != expected:
-            where = name if kind == "Profile" else f"{kind.lower()}.{name}"
+        scalar = field.message_type is None and field.type not in (field.TYPE_STRING, field.TYPE_BYTES)
+        if scalar and wire == 2 and field.is_repeated:  # packed: pprof reads it if every varint is whole
+            at = 0
+            while at < len(payload):
+                _, at = _go_varint(payload, at)
+        elif wire != (0 if scalar else 2):
+            where = field.name if kind == "Profile" else f"{kind.lower()}.{field.name}"
             raise _Malformed(f"field {number} ({where}) at byte {base + start} is {_WIRE_NAMES[wire]}, "
-                             f"expected {_WIRE_NAMES[expected]}")
+                             f"expected {_WIRE_NAMES[0 if scalar else 2]}")
         if field.message_type is not None:
-            value = _go_decode(payload, field.message_type.name, base + pos - len(payload))
-        elif expected == 2:
-            value = payload
-            if name == "string_table" and not out.get(name) and payload:
-                raise _Malformed(f"string_table[0] must be the empty string, is {payload[:20]!r}", wire=False)
-        elif field.type == field.TYPE_INT64:
-            value = _signed(value)
-        elif field.type == field.TYPE_BOOL:
-            value = value != 0
-        if field.is_repeated:
-            out.setdefault(name, []).append(value)
-        elif name == "time_nanos" and out.get(name):
-            raise _Malformed("time_nanos appears twice: two profiles concatenated into one body", wire=False)
-        else:
-            out[name] = value
-    return out
+            payload = _as_pprof_reads_it(payload, field.message_type.name, base + pos - len(payload))
+            if not field.is_repeated:
+                last[number] = payload
+                continue
+        if wire == 2:
+            out.append(_varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload)
+            continue
+        if field.name == "time_nanos" and kind == "Profile":
+            if time_nanos:
+                raise _Malformed("time_nanos appears twice: two profiles concatenated into one body", wire=False)
+            time_nanos = value
+        out.append(_varint_bytes(number << 3) + _varint_bytes(value))
+    out += (_varint_bytes(n << 3 | 2) + _varint_bytes(len(m)) + m for n, m in last.items())
+    return b"".join(out)
 
 
-def _go_problem(p: dict) -> str | None:
-    """What makes the decoded ``p`` not a valid pprof profile (pprof's postDecode and CheckValid), or None."""
-    strings = p.get("string_table", [])
+def _problem(p: Message) -> str | None:
+    """The first of pprof's rules (its postDecode and CheckValid) that ``p``, read as pprof reads
+    it, breaks, in words; None when it is a valid profile. One entry at a time: slow, exact."""
+    strings = p.string_table
     n = len(strings)
     if not n:
         return "protobuf, but not a pprof profile: it has no string table"
-    for where, i in _go_string_indices(p):
+    if strings[0]:
+        return f"malformed pprof profile: string_table[0] must be the empty string, is {strings[0][:20]!r}"
+    if any(p.time_nanos[:-1]):
+        return "malformed pprof profile: time_nanos appears twice: two profiles concatenated into one body"
+    for where, i in _string_indices(p):
         if not 0 <= i < n:
             return f"malformed pprof profile: {where} is string index {i}, outside the {n}-entry string table"
+    broken = _reference_broken(p)
+    return f"malformed pprof profile: {broken}" if broken else None
+
+
+def _reference_broken(p: Message) -> str | None:
     ids: dict[str, set[int]] = {}
-    for kind in ("mapping", "function", "location"):
+    for kind, entries in (("mapping", p.mapping), ("function", p.function), ("location", p.location)):
         seen = ids[kind] = set()
-        for e in p.get(kind, []):
-            eid = e.get("id", 0)
-            if eid == 0:
-                return f"malformed pprof profile: a {kind} has id 0, which is reserved"
-            if eid in seen:
-                return f"malformed pprof profile: two {kind}s have id {eid}"
-            seen.add(eid)
-    for loc in p.get("location", []):
-        for line in loc.get("line", []):
-            if line.get("function_id", 0) not in ids["function"]:
-                return (f"malformed pprof profile: location {loc['id']} has a line in function "
-                        f"{line.get('function_id', 0)}, which does not exist")
-    samples = p.get("sample", [])
-    types = len(p.get("sample_type", []))
-    if samples and not types:
-        return f"malformed pprof profile: it has {len(samples)} samples but no sample_type to say what they measure"
-    for i, s in enumerate(samples):
-        if len(s.get("value", [])) != types:
-            return f"malformed pprof profile: sample {i} has {len(s.get('value', []))} values but there are {types} sample types"
-        for lid in s.get("location_id", []):
+        for e in entries:
+            if e.id == 0:
+                return f"a {kind} has id 0, which is reserved"
+            if e.id in seen:
+                return f"two {kind}s have id {e.id}"
+            seen.add(e.id)
+    # (A location's mapping_id may name no mapping: pprof leaves that location without one.)
+    for loc in p.location:
+        for line in loc.line:
+            if line.function_id not in ids["function"]:
+                return f"location {loc.id} has a line in function {line.function_id}, which does not exist"
+    types = len(p.sample_type)
+    if p.sample and not types:
+        return f"it has {len(p.sample)} samples but no sample_type to say what they measure"
+    for i, s in enumerate(p.sample):
+        if len(s.value) != types:
+            return f"sample {i} has {len(s.value)} values but there are {types} sample types"
+        for lid in s.location_id:
             if lid not in ids["location"]:
-                return f"malformed pprof profile: sample {i} refers to location {lid}, which does not exist"
+                return f"sample {i} refers to location {lid}, which does not exist"
     return None
 
 
-def _go_string_indices(p: dict) -> Iterator[tuple[str, int]]:
+def _string_indices(p: Message) -> Iterator[tuple[str, int]]:
     """Every string index pprof looks up in ``p``, with where it is."""
-    for name in ("drop_frames", "keep_frames", "default_sample_type", "doc_url"):
-        yield name, p.get(name, 0)
-    period_type = p.get("period_type", {})
-    yield "period_type.type", period_type.get("type", 0)
-    yield "period_type.unit", period_type.get("unit", 0)
-    for i, c in enumerate(p.get("comment", [])):
+    yield "drop_frames", p.drop_frames
+    yield "keep_frames", p.keep_frames
+    yield "default_sample_type", p.default_sample_type
+    yield "doc_url", p.doc_url
+    yield "period_type.type", p.period_type.type
+    yield "period_type.unit", p.period_type.unit
+    for i, c in enumerate(p.comment):
         yield f"comment[{i}]", c
-    for i, vt in enumerate(p.get("sample_type", [])):
-        yield f"sample_type[{i}].type", vt.get("type", 0)
-        yield f"sample_type[{i}].unit", vt.get("unit", 0)
-    for m in p.get("mapping", []):
-        yield f"mapping {m.get('id', 0)} filename", m.get("filename", 0)
-        yield f"mapping {m.get('id', 0)} build_id", m.get("build_id", 0)
-    for f in p.get("function", []):
-        for name in ("name", "system_name", "filename"):
-            yield f"function {f.get('id', 0)} {name}", f.get(name, 0)
-    for i, s in enumerate(p.get("sample", [])):
-        for label in s.get("label", []):
-            yield f"sample {i} label key", label.get("key", 0)
+    for i, vt in enumerate(p.sample_type):
+        yield f"sample_type[{i}].type", vt.type
+        yield f"sample_type[{i}].unit", vt.unit
+    for m in p.mapping:
+        yield f"mapping {m.id} filename", m.filename
+        yield f"mapping {m.id} build_id", m.build_id
+    for f in p.function:
+        yield f"function {f.id} name", f.name
+        yield f"function {f.id} system_name", f.system_name
+        yield f"function {f.id} filename", f.filename
+    for i, s in enumerate(p.sample):
+        for label in s.label:
+            yield f"sample {i} label key", label.key
             # pprof reads str when it is set, else num_unit when num or num_unit is
-            if label.get("str", 0):
-                yield f"sample {i} label str", label["str"]
-            elif label.get("num_unit", 0):
-                yield f"sample {i} label num_unit", label["num_unit"]
-
-
-def _as_message(p: dict) -> Message:
-    """The decoded ``p`` as a Profile message, as pprof reads it (last period_type, last time_nanos)."""
-    if "time_nanos" in p:
-        p = {**p, "time_nanos": [p["time_nanos"]]}
-    return _Profile(**p)
+            if label.str:
+                yield f"sample {i} label str", label.str
+            elif label.num_unit:
+                yield f"sample {i} label num_unit", label.num_unit
 
 
 def _info(p: Message, gzipped: bool, size: int) -> ProfileInfo:
