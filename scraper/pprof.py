@@ -64,9 +64,9 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message], type[Messag
     profiles concatenated into one body. Neither changes the wire format.
 
     ProfileRefs reads the same bytes with each repeated sub-message declared singular, so protobuf's
-    merge rule concatenates, in C, every entry's references and string indices into one list per field: the
-    checks then work on a few flat lists instead of touching each sample, location and line from
-    Python, which costs about a microsecond per object. Indices are read as uint64 so that a negative
+    merge rule concatenates, in C, every entry's references and string indices into one list per
+    field: the checks then work on a few flat lists instead of touching each sample, location and line
+    from Python, which costs about a microsecond per object. Indices are read as uint64 so that a negative
     int64 shows up as a huge number and one ``max`` checks both ends of the range. A location's lines
     stay bytes, so that their count tells a line without a function_id apart, and LineRefs merges them
     in a second step. (Sample values are still counted one sample at a time: Go writes two or fewer
@@ -390,7 +390,8 @@ class _Malformed(Exception):
         self.wire = wire
 
 
-def _go_varint(data: bytes, pos: int) -> tuple[int, int]:
+def _go_varint(data: bytes, pos: int, base: int = 0) -> tuple[int, int]:
+    """The varint at ``pos`` and where it ends; ``base`` is where ``data`` starts in the body."""
     value = shift = 0
     for i in range(pos, min(pos + 10, len(data))):
         value |= (data[i] & 0x7F) << shift
@@ -398,8 +399,8 @@ def _go_varint(data: bytes, pos: int) -> tuple[int, int]:
             return value & 0xFFFF_FFFF_FFFF_FFFF, i + 1
         shift += 7
     if len(data) - pos >= 10:
-        raise _Malformed(f"varint longer than 10 bytes at byte {pos}")
-    raise _Malformed(f"truncated varint at byte {pos}")
+        raise _Malformed(f"varint longer than 10 bytes at byte {base + pos}")
+    raise _Malformed(f"truncated varint at byte {base + pos}")
 
 
 def _varint_bytes(value: int) -> bytes:
@@ -442,7 +443,7 @@ def _as_pprof_reads_it(data: bytes, kind: str = "Profile", base: int = 0) -> byt
     pos, end = 0, len(data)
     while pos < end:
         start = pos
-        key, pos = _go_varint(data, pos)
+        key, pos = _go_varint(data, pos, base)
         number, wire = key >> 3, key & 7
         if wire in (3, 4):
             raise _Malformed(f"{_WIRE_NAMES[wire]} wire type at byte {base + start}, which pprof never uses")
@@ -452,9 +453,9 @@ def _as_pprof_reads_it(data: bytes, kind: str = "Profile", base: int = 0) -> byt
             raise _Malformed(f"field number {number} at byte {base + start}, which protobuf does not allow")
         value, payload = 0, b""
         if wire == 0:
-            value, pos = _go_varint(data, pos)
+            value, pos = _go_varint(data, pos, base)
         elif wire == 2:
-            length, pos = _go_varint(data, pos)
+            length, pos = _go_varint(data, pos, base)
             if length > end - pos:
                 raise _Malformed(f"field {number} at byte {base + start} runs past the end of the data (truncated?)")
             payload, pos = data[pos : pos + length], pos + length
@@ -469,7 +470,7 @@ def _as_pprof_reads_it(data: bytes, kind: str = "Profile", base: int = 0) -> byt
         if scalar and wire == 2 and field.is_repeated:  # packed: pprof reads it if every varint is whole
             at = 0
             while at < len(payload):
-                _, at = _go_varint(payload, at)
+                _, at = _go_varint(payload, at, base + pos - len(payload))
         elif wire != (0 if scalar else 2):
             where = field.name if kind == "Profile" else f"{kind.lower()}.{field.name}"
             raise _Malformed(f"field {number} ({where}) at byte {base + start} is {_WIRE_NAMES[wire]}, "
