@@ -23,6 +23,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    NonNegativeInt,
     field_validator,
     model_validator,
 )
@@ -39,6 +40,7 @@ from .httpconfig import (  # noqa: F401 - re-exported: the config's models are n
 )
 from .httpconfig import Model as _Model
 from .labels import ADDRESS
+from .pprof import DEFAULT_SAMPLE_LIMIT
 from .relabel import RelabelConfig
 from .yamlload import StrictLoader
 
@@ -177,6 +179,8 @@ class ScrapeJob(_Model):
     http_client_config: HTTPClientConfig = HTTPClientConfig()
     profiling_config: ProfilingConfig = ProfilingConfig()
     body_size_limit: ByteSize = ByteSize(_DEFAULT_BODY_SIZE_LIMIT)
+    #: most samples a profile may hold (Prometheus' name); 0 means no limit
+    sample_limit: NonNegativeInt = DEFAULT_SAMPLE_LIMIT
     relabel_configs: list[RelabelConfig] = []
     file_sd_configs: list[FileSDConfig] = []
     http_sd_configs: list[HTTPSDConfig] = []

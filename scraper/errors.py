@@ -12,6 +12,7 @@
     │   ├── HTTPStatusError             the target answered something other than 200
     │   ├── BodyTooLarge                the body (or its decompressed form) exceeds body_size_limit
     │   ├── InvalidProfile              the body is not a valid pprof profile
+    │   ├── TooManySamples              the profile holds more samples than the job's sample_limit
     │   └── ScrapeSkipped               not attempted, e.g. a CPU profile of the target is in flight
     └── PushError                   a push to a receiver failed
         ├── PushRejected                the store refused it; retrying will not help
@@ -102,6 +103,12 @@ class InvalidProfile(ScrapeError):
     """The body is not a valid pprof profile; the message says what it looks like instead."""
 
     kind = "invalid_pprof"
+
+
+class TooManySamples(ScrapeError):
+    """The profile holds more samples than the job's ``sample_limit``."""
+
+    kind = "sample_limit"
 
 
 class ScrapeSkipped(ScrapeError):

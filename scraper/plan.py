@@ -17,6 +17,7 @@ from .config import BUILTIN_PROFILE_TYPES, Config, ScrapeJob
 from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
 from .labels import ADDRESS, META_PREFIX, NAME, PARAM_PREFIX, PROFILE_PATH, PROFILE_PATH_PREFIX, SCHEME
+from .pprof import DEFAULT_SAMPLE_LIMIT
 
 
 #: Target labels that Alloy reads to name a service when the target has no ``service_name``, in order.
@@ -52,6 +53,7 @@ class ScrapeSpec:
     #: the ``seconds`` query parameter of a delta profile type, else None
     delta_seconds: int | None = None
     body_size_limit: int = 64 * 1024 * 1024
+    sample_limit: int = DEFAULT_SAMPLE_LIMIT
     #: a stable identity of (job, public labels, profile type)
     key: str = field(default="")
     #: a stable identity of (job, public labels): the specs of one target share it, and their slot
@@ -228,6 +230,7 @@ class _Target:
             forward_to=tuple(self.job.forward_to),
             delta_seconds=self.delta_seconds if delta else None,
             body_size_limit=int(self.job.body_size_limit),
+            sample_limit=self.job.sample_limit,
             key=key,
             target_key=self.target_key,
             discovered_labels=self.discovered,

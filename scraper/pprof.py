@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
 
 from ._proto import profile_pb2
-from .errors import BodyTooLarge, InvalidProfile
+from .errors import BodyTooLarge, InvalidProfile, TooManySamples
 
 GZIP_MAGIC = b"\x1f\x8b"
 DEFAULT_SIZE_LIMIT = 64 * 1024 * 1024
+#: Samples a profile may hold unless the job says otherwise (0: no limit). A real profile as large as
+#: the default body_size_limit holds about 550,000 (pprof's large.cpu: 120 bytes a sample), so this
+#: refuses none that the size limit lets through, while a sample bomb (4 bytes a sample, 16.7 million
+#: in 64 MiB) is stopped after counting a million: decoding that many costs ~1 s and ~110 MB.
+DEFAULT_SAMPLE_LIMIT = 1_000_000
 
 # Output per zlib call: big enough that a typical profile takes one call, small enough that a gzip
 # bomb overshoots the limit by at most this much before it is stopped.
@@ -45,10 +50,12 @@ class ProfileInfo:
 # The schemas validation decodes with, all built from profile.proto once at import.
 _F = descriptor_pb2.FieldDescriptorProto
 _REFS_PACKAGE = "pprof_scraper.refs"
+_WIRE_PACKAGE = "pprof_scraper.wire"
 
 
-def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
-    """Three message classes: the profile (leniently), its references merged, a location's lines merged.
+def _schemas() -> tuple[type[Message], type[Message], type[Message], type[Message]]:
+    """Four message classes: the profile (leniently), its references merged, a location's lines
+    merged, and the profile with every entry merged into one, to check wire types.
 
     Profile is profile.proto's, with ``string_table`` as bytes and ``time_nanos`` repeated. bytes:
     upb refuses a proto3 string that is not UTF-8, but pprof takes any bytes, and Go label values or
@@ -56,13 +63,18 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     profiles concatenated into one body. Neither changes the wire format.
 
     ProfileRefs reads the same bytes with each repeated sub-message declared singular, so protobuf's
-    merge rule concatenates, in C, every entry's ids and string indices into one list per field: the
-    checks then work on a few flat lists instead of touching each sample, location and line from
-    Python, which costs about a microsecond per object. Indices are read as uint64 so that a negative
+    merge rule concatenates, in C, every entry's references and string indices into one list per
+    field: the checks then work on a few flat lists instead of touching each sample, location and line
+    from Python, which costs about a microsecond per object. Indices are read as uint64 so that a negative
     int64 shows up as a huge number and one ``max`` checks both ends of the range. A location's lines
     stay bytes, so that their count tells a line without a function_id apart, and LineRefs merges them
     in a second step. (Sample values are still counted one sample at a time: Go writes two or fewer
-    values unpacked, so no merged form keeps the per-sample count.)
+    values unpacked, so no merged form keeps the per-sample count.) ProfileRefs also keeps each
+    ``period_type`` whole, to count them (upb merges a second one into the first, pprof replaces it).
+
+    WireProfile is profile.proto with every repeated sub-message declared singular: upb keeps a field
+    of the wrong wire type (pprof refuses it) as an unknown field of the message it is in, and merging
+    gathers those of every entry into a handful of messages, whose size then tells whether any exist.
     """
     profile = descriptor_pb2.FileDescriptorProto()
     profile_pb2.DESCRIPTOR.CopyToProto(profile)
@@ -79,10 +91,10 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
     u64 = _F.TYPE_UINT64
     _add_message(refs, "LabelRefs", key=(1, u64), str=(2, u64), num_unit=(4, u64))
     _add_message(refs, "SampleRefs", location_id=(1, u64), label=(3, "LabelRefs"))
-    _add_message(refs, "MappingRefs", id=(1, u64), filename=(5, u64), build_id=(6, u64))
-    _add_message(refs, "LocationRefs", id=(1, u64), mapping_id=(2, u64), line=(4, _F.TYPE_BYTES))
+    _add_message(refs, "MappingRefs", filename=(5, u64), build_id=(6, u64))
+    _add_message(refs, "LocationRefs", line=(4, _F.TYPE_BYTES))
     _add_message(refs, "LineRefs", function_id=(1, u64))
-    _add_message(refs, "FunctionRefs", id=(1, u64), name=(2, u64), system_name=(3, u64), filename=(4, u64))
+    _add_message(refs, "FunctionRefs", name=(2, u64), system_name=(3, u64), filename=(4, u64))
     _add_message(
         refs,
         "ProfileRefs",
@@ -90,15 +102,28 @@ def _schemas() -> tuple[type[Message], type[Message], type[Message]]:
         mapping=(3, "MappingRefs"),
         location=(4, "LocationRefs"),
         function=(5, "FunctionRefs"),
+        period_type=(11, _F.TYPE_BYTES),
     )
 
+    wire = descriptor_pb2.FileDescriptorProto()
+    profile_pb2.DESCRIPTOR.CopyToProto(wire)
+    wire.name, wire.package = "pprof_scraper_wire.proto", _WIRE_PACKAGE
+    for message in wire.message_type:
+        for field in message.field:
+            if field.type == _F.TYPE_MESSAGE:
+                field.label = _F.LABEL_OPTIONAL
+                field.type_name = field.type_name.replace(f".{profile.package}.", f".{_WIRE_PACKAGE}.")
+            elif field.type == _F.TYPE_STRING:
+                field.type = _F.TYPE_BYTES
+
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(profile)
-    pool.Add(refs)
+    for file in (profile, refs, wire):
+        pool.Add(file)
     return (
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{profile.package}.Profile")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_REFS_PACKAGE}.ProfileRefs")),
         message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_REFS_PACKAGE}.LineRefs")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_WIRE_PACKAGE}.Profile")),
     )
 
 
@@ -115,14 +140,16 @@ def _add_message(file: descriptor_pb2.FileDescriptorProto, name: str, /, **field
             message.field.add(name=field_name, number=number, label=_F.LABEL_REPEATED, type=kind)
 
 
-_Profile, _ProfileRefs, _LineRefs = _schemas()
+_Profile, _ProfileRefs, _LineRefs, _WireProfile = _schemas()
 
 
-def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT) -> ProfileInfo:
+def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT,
+                     sample_limit: int = 0) -> ProfileInfo:
     """Check that ``body`` is a valid pprof profile, gzip-compressed or not, and describe it.
 
     Raises :class:`BodyTooLarge` as soon as the (decompressed) profile exceeds ``size_limit`` bytes,
-    and :class:`InvalidProfile` for anything that is not a profile.
+    :class:`TooManySamples` when it holds more than ``sample_limit`` samples (0: no limit), counted
+    before anything is decoded, and :class:`InvalidProfile` for anything that is not a profile.
     """
     if not body:
         raise InvalidProfile("empty body: the target answered with no data where a pprof profile was expected", url)
@@ -141,14 +168,44 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
         if len(body) > size_limit:
             raise BodyTooLarge(f"profile is {_size(len(body))}, over the {_size(size_limit)} body_size_limit", url)
         data = body
+    if sample_limit and len(data) >= _MIN_SAMPLE_BYTES * (sample_limit + 1):
+        _check_sample_count(data, sample_limit, url)
     try:
         profile = _Profile.FromString(data)
     except DecodeError:
-        raise InvalidProfile(_describe(data, gzipped, None), url) from None
-    problem = _problem(profile, data)
+        profile = None  # upb refuses some encodings pprof reads (varints over 5 bytes): decide below
+    if profile is not None and profile.string_table and _consistent(profile, data):
+        return _info(profile, gzipped, len(data))
+    # The bulk check only says yes or no. Read the body as pprof does (re-encoded for upb, when upb
+    # reads it otherwise), then check its rules one entry at a time: slow, exact.
+    if profile is None or not _read_as_pprof_does(data):
+        try:
+            profile = _Profile.FromString(_as_pprof_reads_it(data))
+        except _Malformed as exc:
+            problem = None if exc.wire else f"malformed pprof profile: {exc.message}"
+            raise InvalidProfile(_describe(data, gzipped, problem, exc.message), url) from None
+    problem = _problem(profile)
     if problem is not None:
-        raise InvalidProfile(_describe(data, gzipped, problem), url)
+        raise InvalidProfile(_describe(data, gzipped, problem, None), url)
     return _info(profile, gzipped, len(data))
+
+
+def decompressed_size(body: bytes, limit: int) -> int:
+    """What ``body`` decompresses to, counted up to ``limit`` + 1 bytes (so never more work than that);
+    broken gzip counts as what it held before it broke."""
+    if not body.startswith(GZIP_MAGIC):
+        return len(body)
+    size, rest = 0, body
+    while rest.startswith(GZIP_MAGIC) and size <= limit:
+        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            size += len(member.decompress(rest, limit + 1 - size))
+        except zlib.error:
+            return size
+        if not member.eof:
+            return size
+        rest = member.unused_data
+    return size
 
 
 def _gunzip(body: bytes, limit: int, url: str | None) -> bytes:
@@ -200,24 +257,54 @@ def _gzip_error(reason: str, size: int) -> str:
     return f"corrupt gzip: {reason.removeprefix('Error -3 while decompressing data: ')}"
 
 
-def _problem(p: Message, data: bytes) -> str | None:
-    """What makes the decoded ``p`` not a valid pprof profile, or None when it is one."""
-    if not p.string_table:
-        return "protobuf, but not a pprof profile: it has no string table"
-    if _consistent(p, data):
-        return None
-    # The bulk check only says yes or no; find the rule broken, one entry at a time. It can come back
-    # empty for encodings no real encoder writes (a scalar field repeated inside one entry), which the
-    # merged lists cannot tell apart from a broken rule.
-    broken = _first_rule_broken(p)
-    return f"malformed pprof profile: {broken}" if broken else None
+# The smallest sample on the wire: its tag and a zero length (``12 00``).
+_MIN_SAMPLE_BYTES = 2
+_SAMPLE_TAG = 2 << 3 | 2
+
+
+def _check_sample_count(data: bytes, limit: int, url: str | None) -> None:
+    """Raise TooManySamples once the top level of ``data`` holds more than ``limit`` samples.
+
+    Reads only tags and lengths, and stops at the first sample over the limit, so a sample bomb
+    costs about ``limit`` steps of this loop (Python, which lets other threads run) instead of a full
+    decode holding the GIL and about 110 bytes a sample. Malformed data stops the count: decoding says why.
+    """
+    samples = pos = 0
+    end = len(data)
+    try:
+        while pos < end:
+            key, pos = _go_varint(data, pos)
+            wire = key & 7
+            if wire == 0:
+                _, pos = _go_varint(data, pos)
+            elif wire == 2:
+                length, pos = _go_varint(data, pos)
+                pos += length
+                if key == _SAMPLE_TAG:
+                    samples += 1
+                    if samples > limit:
+                        raise TooManySamples(
+                            f"profile has more than {limit} samples, over the job's sample_limit "
+                            f"({_size(end)} decompressed; stopped counting there)",
+                            url,
+                        )
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return
+    except _Malformed:
+        return
 
 
 def _consistent(p: Message, data: bytes) -> bool:
-    """Whether ``p`` keeps every rule of pprof's decoder and ``CheckValid``, judged on merged lists."""
+    """Whether ``p`` keeps every rule of pprof's decoder and ``CheckValid``, judged on merged lists.
+
+    Yes only when pprof surely agrees; any doubt (an encoding upb reads differently from pprof,
+    a rule that may be broken) is settled one entry at a time by :func:`_problem`.
+    """
     strings = p.string_table
     n = len(strings)
-    if strings[0] or (len(p.time_nanos) > 1 and p.time_nanos[0]):
+    if strings[0] or len(p.time_nanos) > 1:
         return False
     indices = [p.drop_frames, p.keep_frames, p.default_sample_type, p.doc_url, p.period_type.type, p.period_type.unit]
     indices += p.comment
@@ -230,6 +317,8 @@ def _consistent(p: Message, data: bytes) -> bool:
         line_function_ids = _LineRefs.FromString(b"".join(refs.location.line)).function_id
     except DecodeError:
         return False
+    if len(refs.period_type) > 1 or not _wire_types_as_pprof_expects(data):
+        return False
     label = refs.sample.label
     for merged in (
         refs.mapping.filename,
@@ -239,17 +328,16 @@ def _consistent(p: Message, data: bytes) -> bool:
         refs.function.filename,
         label.key,
         label.str,
-        label.num_unit,
+        label.num_unit,  # pprof reads it only for numeric labels: out of range here is a doubt, not a no
     ):
         if merged and max(merged) >= n:
             return False
 
-    mapping_ids = _distinct_ids(refs.mapping.id, len(p.mapping))
-    function_ids = _distinct_ids(refs.function.id, len(p.function))
-    location_ids = _distinct_ids(refs.location.id, len(p.location))
-    if mapping_ids is None or function_ids is None or location_ids is None:
-        return False
-    if not mapping_ids.issuperset(m for m in set(refs.location.mapping_id) if m):
+    # Ids one entry at a time: the last id of an entry counts, as in pprof, and none may be 0 or shared.
+    # (A location's mapping_id may name no mapping: pprof leaves that location without one.)
+    function_ids = _distinct_ids([f.id for f in p.function])
+    location_ids = _distinct_ids([loc.id for loc in p.location])
+    if function_ids is None or location_ids is None or _distinct_ids([m.id for m in p.mapping]) is None:
         return False
     # A line without a function_id adds nothing to the merged list, so count them.
     if len(line_function_ids) != len(refs.location.line) or not function_ids.issuperset(line_function_ids):
@@ -267,59 +355,181 @@ def _consistent(p: Message, data: bytes) -> bool:
     return True
 
 
-def _distinct_ids(merged: Sequence[int], count: int) -> set[int] | None:
-    """The ids, if each of ``count`` entries has its own non-zero id; a zero id is left off the wire."""
-    ids = set(merged)
-    if len(ids) != count or len(merged) != count or 0 in ids:
-        return None
-    return ids
+def _distinct_ids(ids: list[int]) -> set[int] | None:
+    """The ids as a set, if none is 0 (reserved) and no two are the same."""
+    distinct = set(ids)
+    return distinct if len(distinct) == len(ids) and 0 not in distinct else None
 
 
-def _first_rule_broken(p: Message) -> str | None:
-    """The first of pprof's rules ``p`` breaks, in words, checking one entry at a time (slow, exact)."""
+# Reading as pprof's own decoder (profile/encode.go) does, for bodies upb reads otherwise: the field
+# numbers and types are profile.proto's. A known field must have its type's wire type (a repeated
+# number may also come packed); an unknown field is skipped unless it is a group; a singular field
+# given twice keeps its last value, a message included; varints take up to 10 bytes. Stricter on
+# purpose (docs/pprof.md): field number 0 and numbers from 2^29 are refused.
+
+_MESSAGES = {m.name: m for m in profile_pb2.DESCRIPTOR.message_types_by_name.values()}
+_WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group", 5: "32-bit"}
+_MAX_FIELD_NUMBER = (1 << 29) - 1
+
+
+class _Malformed(Exception):
+    """Why pprof's decoder refuses a body; ``wire`` when its protobuf encoding is what is broken."""
+
+    def __init__(self, message: str, wire: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.wire = wire
+
+
+def _go_varint(data: bytes, pos: int, base: int = 0) -> tuple[int, int]:
+    """The varint at ``pos`` and where it ends; ``base`` is where ``data`` starts in the body."""
+    value = shift = 0
+    for i in range(pos, min(pos + 10, len(data))):
+        value |= (data[i] & 0x7F) << shift
+        if data[i] < 0x80:
+            return value & 0xFFFF_FFFF_FFFF_FFFF, i + 1
+        shift += 7
+    if len(data) - pos >= 10:
+        raise _Malformed(f"varint longer than 10 bytes at byte {base + pos}")
+    raise _Malformed(f"truncated varint at byte {base + pos}")
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _read_as_pprof_does(data: bytes) -> bool:
+    """Whether upb reads ``data`` as pprof does: with fields of the wire types pprof expects, and at
+    most one period_type (upb merges two, pprof keeps the last)."""
+    try:
+        return _wire_types_as_pprof_expects(data) and len(_ProfileRefs.FromString(data).period_type) <= 1
+    except DecodeError:
+        return False
+
+
+def _wire_types_as_pprof_expects(data: bytes) -> bool:
+    """No field of a wrong wire type, no group: upb keeps both as unknown fields, pprof refuses them."""
+    try:
+        merged = _WireProfile.FromString(data)
+    except DecodeError:
+        return False
+    size = merged.ByteSize()
+    merged.DiscardUnknownFields()
+    return merged.ByteSize() == size
+
+
+def _as_pprof_reads_it(data: bytes, kind: str = "Profile", base: int = 0) -> bytes:
+    """``data`` re-encoded as pprof reads it, for upb: every varint as short as it goes, unknown
+    fields dropped, only the last of a singular message. Raises _Malformed where pprof's decoder
+    fails. ``base`` is where ``data`` starts in the body, for the messages."""
+    fields = _MESSAGES[kind].fields_by_number
+    out: list[bytes] = []
+    last: dict[int, bytes] = {}  # singular messages: pprof keeps the last
+    time_nanos = 0
+    pos, end = 0, len(data)
+    while pos < end:
+        start = pos
+        key, pos = _go_varint(data, pos, base)
+        number, wire = key >> 3, key & 7
+        if wire in (3, 4):
+            raise _Malformed(f"{_WIRE_NAMES[wire]} wire type at byte {base + start}, which pprof never uses")
+        if wire > 5:
+            raise _Malformed(f"illegal wire type {wire} at byte {base + start}")
+        if not 0 < number <= _MAX_FIELD_NUMBER:
+            raise _Malformed(f"field number {number} at byte {base + start}, which protobuf does not allow")
+        value, payload = 0, b""
+        if wire == 0:
+            value, pos = _go_varint(data, pos, base)
+        elif wire == 2:
+            length, pos = _go_varint(data, pos, base)
+            if length > end - pos:
+                raise _Malformed(f"field {number} at byte {base + start} runs past the end of the data (truncated?)")
+            payload, pos = data[pos : pos + length], pos + length
+        else:
+            pos += 8 if wire == 1 else 4
+            if pos > end:
+                raise _Malformed(f"field {number} at byte {base + start} runs past the end of the data (truncated?)")
+        field = fields.get(number)
+        if field is None:
+            continue
+        scalar = field.message_type is None and field.type not in (field.TYPE_STRING, field.TYPE_BYTES)
+        if scalar and wire == 2 and field.is_repeated:  # packed: pprof reads it if every varint is whole
+            at = 0
+            while at < len(payload):
+                _, at = _go_varint(payload, at, base + pos - len(payload))
+        elif wire != (0 if scalar else 2):
+            where = field.name if kind == "Profile" else f"{kind.lower()}.{field.name}"
+            raise _Malformed(f"field {number} ({where}) at byte {base + start} is {_WIRE_NAMES[wire]}, "
+                             f"expected {_WIRE_NAMES[0 if scalar else 2]}")
+        if field.message_type is not None:
+            payload = _as_pprof_reads_it(payload, field.message_type.name, base + pos - len(payload))
+            if not field.is_repeated:
+                last[number] = payload
+                continue
+        if wire == 2:
+            out.append(_varint_bytes(number << 3 | 2) + _varint_bytes(len(payload)) + payload)
+            continue
+        if field.name == "time_nanos" and kind == "Profile":
+            if time_nanos:
+                raise _Malformed("time_nanos appears twice: two profiles concatenated into one body", wire=False)
+            time_nanos = value
+        out.append(_varint_bytes(number << 3) + _varint_bytes(value))
+    out += (_varint_bytes(n << 3 | 2) + _varint_bytes(len(m)) + m for n, m in last.items())
+    return b"".join(out)
+
+
+def _problem(p: Message) -> str | None:
+    """The first of pprof's rules (its postDecode and CheckValid) that ``p``, read as pprof reads
+    it, breaks, in words; None when it is a valid profile. One entry at a time: slow, exact."""
     strings = p.string_table
     n = len(strings)
+    if not n:
+        return "protobuf, but not a pprof profile: it has no string table"
     if strings[0]:
-        return f"string_table[0] must be the empty string, is {strings[0][:20]!r}"
-    if len(p.time_nanos) > 1 and p.time_nanos[0]:
-        return "time_nanos appears twice: two profiles concatenated into one body"
-
+        return f"malformed pprof profile: string_table[0] must be the empty string, is {strings[0][:20]!r}"
+    if any(p.time_nanos[:-1]):
+        return "malformed pprof profile: time_nanos appears twice: two profiles concatenated into one body"
     for where, i in _string_indices(p):
         if not 0 <= i < n:
-            return f"{where} is string index {i}, outside the {n}-entry string table"
+            return f"malformed pprof profile: {where} is string index {i}, outside the {n}-entry string table"
+    broken = _reference_broken(p)
+    return f"malformed pprof profile: {broken}" if broken else None
 
+
+def _reference_broken(p: Message) -> str | None:
+    ids: dict[str, set[int]] = {}
     for kind, entries in (("mapping", p.mapping), ("function", p.function), ("location", p.location)):
-        seen: set[int] = set()
+        seen = ids[kind] = set()
         for e in entries:
             if e.id == 0:
                 return f"a {kind} has id 0, which is reserved"
             if e.id in seen:
                 return f"two {kind}s have id {e.id}"
             seen.add(e.id)
-    mapping_ids = {m.id for m in p.mapping}
-    function_ids = {f.id for f in p.function}
+    # (A location's mapping_id may name no mapping: pprof leaves that location without one.)
     for loc in p.location:
-        if loc.mapping_id and loc.mapping_id not in mapping_ids:
-            return f"location {loc.id} refers to mapping {loc.mapping_id}, which does not exist"
         for line in loc.line:
-            if line.function_id not in function_ids:
+            if line.function_id not in ids["function"]:
                 return f"location {loc.id} has a line in function {line.function_id}, which does not exist"
-
     types = len(p.sample_type)
     if p.sample and not types:
         return f"it has {len(p.sample)} samples but no sample_type to say what they measure"
-    location_ids = {loc.id for loc in p.location}
     for i, s in enumerate(p.sample):
         if len(s.value) != types:
             return f"sample {i} has {len(s.value)} values but there are {types} sample types"
         for lid in s.location_id:
-            if lid not in location_ids:
+            if lid not in ids["location"]:
                 return f"sample {i} refers to location {lid}, which does not exist"
     return None
 
 
 def _string_indices(p: Message) -> Iterator[tuple[str, int]]:
-    """Every string index in ``p``, with where it is."""
+    """Every string index pprof looks up in ``p``, with where it is."""
     yield "drop_frames", p.drop_frames
     yield "keep_frames", p.keep_frames
     yield "default_sample_type", p.default_sample_type
@@ -341,8 +551,11 @@ def _string_indices(p: Message) -> Iterator[tuple[str, int]]:
     for i, s in enumerate(p.sample):
         for label in s.label:
             yield f"sample {i} label key", label.key
-            yield f"sample {i} label str", label.str
-            yield f"sample {i} label num_unit", label.num_unit
+            # pprof reads str when it is set, else num_unit when num or num_unit is
+            if label.str:
+                yield f"sample {i} label str", label.str
+            elif label.num_unit:
+                yield f"sample {i} label num_unit", label.num_unit
 
 
 def _info(p: Message, gzipped: bool, size: int) -> ProfileInfo:
@@ -371,8 +584,9 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title", re.IGNORECASE | re.DOTALL)
 _SNIFF_BYTES = 512
 
 
-def _describe(data: bytes, gzipped: bool, problem: str | None) -> str:
-    """Why ``data`` (the body, decompressed) is not a profile, naming what it looks like."""
+def _describe(data: bytes, gzipped: bool, problem: str | None, wire: str | None) -> str:
+    """Why ``data`` (the body, decompressed) is not a profile, naming what it looks like: ``problem``
+    is the pprof rule it breaks, ``wire`` what is wrong with it as protobuf."""
     prefix = "gzip-compressed " if gzipped else ""
     head = data[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
     if _GOROUTINE_DUMP.match(head):
@@ -402,7 +616,7 @@ def _describe(data: bytes, gzipped: bool, problem: str | None) -> str:
             f"{compression}-compressed data, not a pprof profile: pprof bodies are gzip or raw protobuf "
             f"(did the server apply Content-Encoding: {compression}?)"
         )
-    return f"{prefix}binary data, not a pprof profile ({_wire_problem(data)}); it starts {data[:24]!r}"
+    return f"{prefix}binary data, not a pprof profile ({wire}); it starts {data[:24]!r}"
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -425,62 +639,6 @@ def _other_compression(data: bytes) -> str | None:
     if len(data) >= 2 and data[0] == 0x78 and (data[0] << 8 | data[1]) % 31 == 0:
         return "deflate"
     return None
-
-
-_PROFILE_FIELDS = profile_pb2.Profile.DESCRIPTOR.fields_by_number
-_WIRE_NAMES = {0: "varint", 1: "64-bit", 2: "length-delimited", 3: "start-group", 4: "end-group", 5: "32-bit"}
-_MAX_FIELDS_SCANNED = 100_000
-
-
-def _wire_problem(data: bytes) -> str:
-    """The first thing wrong at the top level of ``data`` as protobuf, for the error message."""
-    pos, end = 0, len(data)
-    for _ in range(_MAX_FIELDS_SCANNED):
-        if pos >= end:
-            return "a nested message is malformed"
-        start = pos
-        key, pos = _varint(data, pos)
-        if key is None:
-            return f"truncated field key at byte {start}"
-        number, wire = key >> 3, key & 7
-        if wire > 5:
-            return f"illegal wire type {wire} at byte {start}"
-        if number == 0:
-            return f"field number 0 at byte {start}"
-        known = _PROFILE_FIELDS.get(number)
-        if known is not None:
-            expected = 2 if known.message_type or known.type == known.TYPE_STRING else 0
-            if wire != expected and not (expected == 0 and wire == 2 and known.is_repeated):
-                return (
-                    f"field {number} ({known.name}) at byte {start} is {_WIRE_NAMES[wire]}, "
-                    f"expected {_WIRE_NAMES[expected]}"
-                )
-        if wire == 0:
-            value, pos = _varint(data, pos)
-            if value is None:
-                return f"truncated varint at byte {start}"
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            if length is None or pos + length > end:
-                return f"field {number} at byte {start} runs past the end of the data (truncated?)"
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            if pos > end:
-                return f"field {number} at byte {start} runs past the end of the data (truncated?)"
-        else:
-            return f"{_WIRE_NAMES[wire]} wire type at byte {start}, which pprof never uses"
-    return "malformed protobuf"
-
-
-def _varint(data: bytes, pos: int) -> tuple[int | None, int]:
-    value = shift = 0
-    for i in range(pos, min(pos + 10, len(data))):
-        value |= (data[i] & 0x7F) << shift
-        if data[i] < 0x80:
-            return value, i + 1
-        shift += 7
-    return None, pos
 
 
 def _size(n: int) -> str:

@@ -85,6 +85,14 @@ def test_a_key_given_twice_is_an_error_with_its_line() -> None:
     assert "'forward_to' appears twice" in problems[0]
 
 
+def test_sample_limit_defaults_to_a_million_and_a_negative_one_is_an_error_naming_it() -> None:
+    assert parse_config_text(MINIMAL).scrape["local"].sample_limit == 1_000_000
+    assert parse_config_text(MINIMAL.replace("forward_to: [files]", "forward_to: [files]\n    sample_limit: 0")
+                             ).scrape["local"].sample_limit == 0
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", "forward_to: [files]\n    sample_limit: -1"))
+    assert len(problems) == 1 and problems[0].startswith("scrape.local.sample_limit:"), problems
+
+
 def test_a_target_without_address_is_named_by_job_and_index() -> None:
     problems = problems_of(MINIMAL.replace('[{__address__: "localhost:4100"}]', '[{__address__: "a:1"}, {app: x}]'))
     assert problems == ["scrape.local.targets: targets[1] has no __address__"]

@@ -163,6 +163,11 @@ def test_a_worker_rebuilds_the_same_spec_from_the_message_fields() -> None:
         assert spec_for(config, spec.job, spec.target_labels, spec.profile_type) == spec
 
 
+def test_every_spec_carries_its_jobs_sample_limit() -> None:
+    config = parse_config_text(one_job("    sample_limit: 5000"))
+    assert {spec.sample_limit for spec in plan(config)} == {5000}
+
+
 def test_a_job_missing_from_this_processs_config_is_named() -> None:
     with pytest.raises(UnknownJobError, match="job 'gone' is not in this process's config"):
         spec_for(parse_config_text(SEED_EXAMPLE), "gone", {"__address__": "h:1"}, "memory")
