@@ -125,6 +125,14 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     Raises :class:`BodyTooLarge` as soon as the (decompressed) profile exceeds ``size_limit`` bytes,
     and :class:`InvalidProfile` for anything that is not a profile.
     """
+    return parse_profile(body, url=url, size_limit=size_limit)[0]
+
+
+def parse_profile(body: bytes, *, url: str | None = None,
+                  size_limit: int = DEFAULT_SIZE_LIMIT) -> tuple[ProfileInfo, Message]:
+    """:func:`validate_profile`, also handing back the decoded profile, so that work on it (a delta)
+    does not decompress and decode the body a second time. Its ``string_table`` holds bytes and its
+    ``time_nanos`` is repeated (see ``_schemas``); the rest is profile.proto's ``Profile``."""
     if not body:
         raise InvalidProfile("empty body: the target answered with no data where a pprof profile was expected", url)
     gzipped = body.startswith(GZIP_MAGIC)
@@ -149,7 +157,7 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     problem = _problem(profile, data)
     if problem is not None:
         raise InvalidProfile(_describe(data, gzipped, problem), url)
-    return _info(profile, gzipped, len(data))
+    return _info(profile, gzipped, len(data)), profile
 
 
 def as_gzip(body: bytes) -> bytes:
