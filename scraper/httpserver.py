@@ -288,6 +288,8 @@ def _target_rows(s: TargetStatus, now: float) -> str:
     profile = _e(s.profile_type)
     if s.labels.get("__name__", s.profile_type) != s.profile_type:
         profile += f'<br><span class="muted">__name__="{_e(s.labels["__name__"])}"</span>'
+    if s.delta_note:
+        profile += f'<br><span class="muted">{_e(s.delta_note)}</span>'
     # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
     url = (
         f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'

@@ -22,6 +22,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import keys
 
 if TYPE_CHECKING:
+    from .baseline import Stashed
+    from .delta import Outcome
     from .plan import ScrapeSpec
     from .scrape import ScrapeResult
 
@@ -62,6 +64,13 @@ PUSHES = Counter(
     "Pushes of a profile to a receiver, by result: ok or the error kind (rejected, unavailable, ...).",
     ["receiver", "result"],
 )
+DELTAS = Counter(
+    "pprof_scraper_deltas",
+    "Scrapes of cumulative profiles (memory, mutex, block) by what their delta came to: delta (pushed), "
+    "first, expired, restart, changed (each a new baseline, nothing pushed), stale or superseded (a later "
+    "slot was recorded first), over_budget (no baseline kept: SCRAPER_MAX_BASELINE_BYTES).",
+    ["job", "profile_type", "outcome"],
+)
 # The seed component's name, so existing dashboards keep working.
 PUSH_LATENCY = Histogram(
     "phlare_fanout_latency",
@@ -81,6 +90,17 @@ def observe_scrape(spec: ScrapeSpec, result: ScrapeResult, *, lag_s: float) -> N
     SCHEDULE_LAG.labels(spec.job).observe(max(0.0, lag_s))
 
 
+def observe_delta(spec: ScrapeSpec, outcome: Outcome, written: Stashed) -> None:
+    """Count one cumulative profile by what its delta (``outcome``) and the write of its baseline came to."""
+    if written.baseline == "over_budget":
+        result = "over_budget"
+    elif outcome.value == "delta" and not written.delta_stashed:
+        result = "superseded"
+    else:
+        result = outcome.value
+    DELTAS.labels(spec.job, spec.profile_type, result).inc()
+
+
 def observe_dropped(job: str, count: int = 1) -> None:
     """Count ``count`` scrapes dropped because they expired before they could start."""
     SCRAPES_DROPPED.labels(job).inc(count)
@@ -93,7 +113,8 @@ def observe_push(receiver: str, result: str, duration: float) -> None:
 
 
 class DeadletterCollector:
-    """``pprof_scraper_deadletter_size``: entries in the dead-letter list, read from Redis on each collect.
+    """``pprof_scraper_deadletter_size`` (entries in the dead-letter list) and ``pprof_scraper_baseline_bytes``,
+    read from Redis on each collect.
 
     When Redis does not answer the sample is left out, rather than reported as 0.
     """
@@ -107,13 +128,21 @@ class DeadletterCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            size = self._redis_factory().llen(keys.DEADLETTER)
+            with self._redis_factory().pipeline(transaction=False) as pipe:
+                pipe.llen(keys.DEADLETTER)
+                pipe.get(keys.BASELINE_BYTES)
+                size, baseline_bytes = pipe.execute()
         except redis.RedisError:
             return
         yield GaugeMetricFamily(
             "pprof_scraper_deadletter_size",
             "Pushes that used up their retries and wait in the dead-letter list.",
             value=size,
+        )
+        yield GaugeMetricFamily(
+            "pprof_scraper_baseline_bytes",
+            "Bytes the baselines of cumulative profiles take in Redis (budget: SCRAPER_MAX_BASELINE_BYTES).",
+            value=int(baseline_bytes or 0),
         )
 
 

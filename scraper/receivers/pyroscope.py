@@ -33,6 +33,8 @@ from ..errors import PushRejected, PushUnavailable
 from . import Profile
 
 PUSH_PATH = "/push.v1.PusherService/Push"
+#: The one label starting with ``__`` besides ``__name__`` that a push carries (as pyroscope.write keeps it).
+DELTA_LABEL = "__delta__"
 INGEST_PATH = "/ingest"
 
 #: Pyroscope's default per-series and per-profile limits (validation.* flags of the distributor).
@@ -280,6 +282,9 @@ def _connect_error(body: bytes) -> tuple[str | None, str]:
 class PyroscopeReceiver:
     """A Receiver that sends each profile to Pyroscope, one attempt per call."""
 
+    #: Pyroscope 2.x computes no deltas: cumulative profiles must arrive as their change.
+    wants_deltas = True
+
     def __init__(self, name: str, config: PyroscopeReceiverConfig) -> None:
         self.name = name
         self.config = config
@@ -313,7 +318,13 @@ class PyroscopeReceiver:
         """Send ``profile`` once. Raises PushRejected when the server refused it (or would, by its
         limits) and PushUnavailable when it could not take it now."""
         labels = series_labels(profile.labels, self.config.external_labels)
-        problems = limit_problems(labels, profile.body)
+        if profile.is_delta:
+            # Pyroscope 1.x deltas memory again unless told not to; 2.x drops the label.
+            labels = sorted([*labels, (DELTA_LABEL, "false")])
+        raw_profile = profile.body_for(self.wants_deltas)
+        if raw_profile is None:
+            raise PushRejected(f"{self._who}: a cumulative profile without a delta (a baseline) has nothing to send")
+        problems = limit_problems(labels, raw_profile)
         params: list[tuple[str, str]] | None = None
         if self.config.api == "ingest":
             try:
@@ -331,14 +342,14 @@ class PyroscopeReceiver:
         headers, auth, secrets = self._credentials()
         timeout_s = self.config.remote_timeout.total_seconds()
         if params is None:
-            body = _push_request(labels, profile).SerializeToString()
+            body = _push_request(labels, profile, raw_profile).SerializeToString()
             headers.update({
                 "Content-Type": "application/proto",
                 "Connect-Protocol-Version": "1",
                 "Connect-Timeout-Ms": str(max(1, int(timeout_s * 1000))),
             })
         else:
-            body = profile.body
+            body = raw_profile
             headers["Content-Type"] = "application/octet-stream"
         self._send(body, headers, auth, params, timeout_s, secrets)
 
@@ -436,12 +447,14 @@ class PyroscopeReceiver:
         raise PushRejected(f"{message}: only 200 means the profile was taken")
 
 
-def _push_request(labels: list[tuple[str, str]], profile: Profile) -> push_pb2.PushRequest:
+def _push_request(labels: list[tuple[str, str]], profile: Profile,
+                  raw_profile: bytes | None = None) -> push_pb2.PushRequest:
+    """The push of ``raw_profile`` (default: ``profile.body``) as ``profile``'s sample, with ``labels``."""
     return push_pb2.PushRequest(
         series=[
             push_pb2.RawProfileSeries(
                 labels=[types_pb2.LabelPair(name=name, value=value) for name, value in labels],
-                samples=[push_pb2.RawSample(raw_profile=profile.body, ID=profile.id)],
+                samples=[push_pb2.RawSample(raw_profile=raw_profile or profile.body, ID=profile.id)],
             )
         ]
     )
