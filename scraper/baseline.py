@@ -37,12 +37,12 @@ KEEP_INTERVALS = 3
 PRUNE_PER_WRITE = 16
 
 # KEYS: blob, refs, pending zset, pending bytes (the stash, as delivery's _STASH), baseline hash,
-#       baseline index, baseline bytes.
+#       baseline index, baseline bytes, counters.
 # ARGV: blob head, id, now, delta tail ('' when none), slot the delta was taken against ('' when
 #       none), this slot, baseline data, baseline expires at, baseline budget, receivers...
 # Returns {1 if the delta is stashed else 0, the baseline outcome, pending total}.
 _STASH_WITH_BASELINE = """
-local pruned = redis.call('zrangebyscore', KEYS[6], '-inf', ARGV[3], 'LIMIT', 0, %(prune)d)
+local pruned = redis.call('zrangebyscore', KEYS[6], '-inf', ARGV[3], 'LIMIT', 0, PRUNE_PER_WRITE)
 for _, key in ipairs(pruned) do
   redis.call('decrby', KEYS[7], redis.call('hstrlen', key, 'data'))
   redis.call('del', key)
@@ -60,7 +60,7 @@ if (not stored) or tonumber(stored) < tonumber(ARGV[6]) then
     redis.call('del', KEYS[5])
     redis.call('zrem', KEYS[6], KEYS[5])
     redis.call('decrby', KEYS[7], old)
-    redis.call('hincrby', '%(counters)s', 'baselines_over_budget', 1)
+    redis.call('hincrby', KEYS[8], 'baselines_over_budget', 1)
     outcome = 'over_budget'
   else
     redis.call('hset', KEYS[5], 'slot', ARGV[6], 'data', ARGV[7])
@@ -69,7 +69,7 @@ if (not stored) or tonumber(stored) < tonumber(ARGV[6]) then
   end
 end
 if ARGV[4] ~= '' and not with_delta then
-  redis.call('hincrby', '%(counters)s', 'deltas_superseded', 1)
+  redis.call('hincrby', KEYS[8], 'deltas_superseded', 1)
 end
 -- a later run of a slot already stashed keeps the first run's blob (and its delta)
 if outcome == 'stale' and redis.call('exists', KEYS[1]) == 1 then
@@ -85,7 +85,7 @@ else
   total = tonumber(redis.call('get', KEYS[4]) or '0')
 end
 return {with_delta and 1 or 0, outcome, total}
-""" % {"prune": PRUNE_PER_WRITE, "counters": keys.COUNTERS}
+""".replace("PRUNE_PER_WRITE", str(PRUNE_PER_WRITE))
 
 
 def baseline_key(spec: ScrapeSpec) -> str:
@@ -133,8 +133,8 @@ def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[s
     new = delta.baseline
     expires_at = new.slot + KEEP_INTERVALS * spec.interval_s
     pipe.eval(
-        _STASH_WITH_BASELINE, 7,
-        *delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES,
+        _STASH_WITH_BASELINE, 8,
+        *delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES, keys.COUNTERS,
         head, profile.id, profile.start, tail if delta.body is not None else b"",
         slot_text(delta.against_slot) if delta.against_slot is not None else "", slot_text(new.slot),
         new.encode(), expires_at, budget, *receivers,

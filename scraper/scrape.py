@@ -19,8 +19,8 @@ import redis
 
 from . import keys
 from .client import TargetClient
-from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .delta import Baseline, Delta, compute, cumulative_sample_types
+from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .plan import ScrapeSpec
 from .pprof import ProfileInfo, parse_profile, validate_profile
 

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 from urllib.parse import urlsplit
 
 from scraper._proto import profile_pb2
@@ -158,7 +159,7 @@ class GrowingTarget:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 path = urlsplit(self.path).path
                 if path == "/debug/pprof/delta_mutex":
                     self._answer((DATA / "go/mutex_delta_1.pb.gz").read_bytes())
@@ -189,7 +190,7 @@ class GrowingTarget:
 
         return Handler
 
-    def __enter__(self) -> GrowingTarget:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

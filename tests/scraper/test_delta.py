@@ -8,7 +8,13 @@ import random
 import pytest
 
 from scraper._proto import profile_pb2
-from scraper.delta import CUMULATIVE_SAMPLE_TYPES, Baseline, Outcome, compute, cumulative_sample_types
+from scraper.delta import (
+    CUMULATIVE_SAMPLE_TYPES,
+    Baseline,
+    Outcome,
+    compute,
+    cumulative_sample_types,
+)
 from scraper.pprof import as_gzip, parse_profile
 from tests.conftest import DATA
 from tests.pyroscope_standin import parse_pprof
