@@ -7,8 +7,8 @@ scrape, and so do we. Unlike Alloy, the previous profile is not kept in one proc
 Redis (:mod:`scraper.baseline`), so consecutive slots of a target may run on any worker.
 
 Samples are matched by stack and labels, as pprof matches them. A stack is its list of locations,
-each known by its address and its lines (function name, file name, line), never by its id: a target
-numbers ids anew in every profile. Only the matching key (8 bytes of BLAKE2b) and the cumulative
+each known by its address (or, without one, by its lines), never by its id: a target numbers ids
+anew in every profile. Only the matching key (8 bytes of BLAKE2b) and the cumulative
 values of each sample are kept as the baseline, not the profile.
 
 Rules (docs/pyroscope.md):
@@ -151,14 +151,23 @@ def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None,
     cumulative = tuple(type_names[i] for i in indices)
     keys = sample_keys(profile)
     samples = profile.sample
-    current = [tuple(values[i] for i in indices) for values in (s.value for s in samples)]
+    # Go puts the cumulative types side by side (alloc_* before inuse_*): one slice per sample then.
+    lo, hi = indices[0], indices[-1] + 1
+    contiguous = indices == list(range(lo, hi))
+    if contiguous:
+        current = [tuple(s.value[lo:hi]) for s in samples]
+    else:
+        current = [tuple([s.value[i] for i in indices]) for s in samples]
     totals = tuple(sum(column) for column in zip(*current)) if current else (0,) * len(indices)
     time_nanos = profile.time_nanos[-1] if profile.time_nanos else 0
 
-    merged: dict[bytes, tuple[int, ...]] = {}
-    for key, values in zip(keys, current):
-        seen = merged.get(key)
-        merged[key] = values if seen is None else tuple(a + b for a, b in zip(seen, values))
+    merged = dict(zip(keys, current))
+    repeated = len(merged) != len(keys)  # a key in several samples: their values add up
+    if repeated:
+        merged = {}
+        for key, values in zip(keys, current):
+            seen = merged.get(key)
+            merged[key] = values if seen is None else tuple(a + b for a, b in zip(seen, values))
     baseline = Baseline(slot=slot, time_nanos=time_nanos, sample_types=cumulative, totals=totals, values=merged)
 
     if previous is None:
@@ -173,20 +182,25 @@ def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None,
         return Delta(Outcome.RESTART, baseline)
 
     gauges = [i for i in range(len(type_names)) if i not in indices]
-    left = dict(previous.values)  # what is still to subtract: a key may occur in several samples
+    # what is still to subtract, when a key occurs in several samples
+    left = dict(previous.values) if repeated else previous.values
     kept = []
     for sample, key, values in zip(samples, keys, current):
         before = left.get(key)
-        if before is not None:
-            change = tuple(max(0, a - b) for a, b in zip(values, before))
-            left[key] = tuple(max(0, b - a) for a, b in zip(values, before))
-            if change != values:
-                stored = sample.value
-                for i, v in zip(indices, change):
-                    stored[i] = v
-        else:
+        if before is None:
             change = values
-        if any(change) or any(sample.value[i] for i in gauges):
+        else:
+            change = tuple([a - b if a > b else 0 for a, b in zip(values, before)])
+            if repeated:
+                left[key] = tuple([b - a if b > a else 0 for a, b in zip(values, before)])
+            if change != values:
+                if contiguous:
+                    sample.value[lo:hi] = change
+                else:
+                    stored = sample.value
+                    for i, v in zip(indices, change):
+                        stored[i] = v
+        if any(change) or (gauges and any([sample.value[i] for i in gauges])):
             kept.append(sample)
     if len(kept) != len(samples):
         del samples[:]
@@ -199,17 +213,24 @@ def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None,
 
 
 def sample_keys(profile: Message) -> list[bytes]:
-    """The matching key of each sample of ``profile``: its stack (locations by address and lines) and labels."""
+    """The matching key of each sample of ``profile``: its stack and its labels.
+
+    A location is known by its address, as DataDog's fastdelta (Alloy's delta) knows it: Go gives
+    each program counter one location. A location without an address (a profile made from source
+    lines, Python's) is known by its lines: function name, file name, line.
+    """
     strings = profile.string_table
-    functions = {f.id: (strings[f.name], strings[f.filename]) for f in profile.function}
-    missing = (b"", b"")
+    functions: dict[int, bytes] | None = None
     locations: dict[int, bytes] = {}
     for loc in profile.location:
-        parts = [loc.address.to_bytes(8, "little")]
-        for line in loc.line:
-            name, filename = functions.get(line.function_id, missing)
-            parts += (name, b"\x00", filename, b"\x00", str(line.line).encode(), b"\x00")
-        locations[loc.id] = blake2b(b"".join(parts), digest_size=_KEY_BYTES).digest()
+        address = loc.address
+        if address:
+            locations[loc.id] = address.to_bytes(8, "little")
+            continue
+        if functions is None:
+            functions = {f.id: b"%s\x00%s\x00" % (strings[f.name], strings[f.filename]) for f in profile.function}
+        lines = b"".join(b"%s%d\x00" % (functions.get(line.function_id, b""), line.line) for line in loc.line)
+        locations[loc.id] = blake2b(lines, digest_size=_KEY_BYTES).digest()
     keys = []
     for sample in profile.sample:
         stack = b"".join([locations[i] for i in sample.location_id])
