@@ -122,6 +122,27 @@ def redis_memory_per_target(bodies: dict[str, bytes], targets: int) -> dict[str,
             proc.wait()
 
 
+def measure(profile_type: str, body: bytes, rounds: int) -> dict[str, object]:
+    """The figures of one body scraped as ``profile_type``."""
+    spec = spec_of(profile_type)
+    names = CUMULATIVE_SAMPLE_TYPES[profile_type]
+    stored = previous_baseline(body, names).encode()
+
+    def scrape_of_cumulative_type() -> None:
+        # as a worker does it: decode the stored baseline, validate and delta, encode the new baseline
+        check_body(spec, body, INTERVAL_S, Baseline.decode(stored))[1].baseline.encode()
+
+    validate = cpu_ms(rounds, lambda: validate_profile(body, size_limit=64 << 20))
+    both = cpu_ms(rounds, scrape_of_cumulative_type)
+    _, delta = check_body(spec, body, INTERVAL_S, Baseline.decode(stored))
+    return {
+        "gzipped_bytes": len(body), "samples": len(parse_profile(body)[1].sample),
+        "validate_ms": round(validate, 3), "validate_and_delta_ms": round(both, 3),
+        "delta_ms": round(both - validate, 3), "delta_gzipped_bytes": len(delta.body or b""),
+        "baseline_bytes": len(delta.baseline.encode()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="100k")
@@ -131,25 +152,7 @@ def main() -> None:
     bodies = load_bodies(args.size)
     report: dict[str, object] = {}
     for path, profile_type in CUMULATIVE_PATHS.items():
-        body = bodies[path]
-        spec = spec_of(profile_type)
-        names = CUMULATIVE_SAMPLE_TYPES[profile_type]
-        previous = previous_baseline(body, names)
-        validate = cpu_ms(args.rounds, lambda: validate_profile(body, size_limit=64 << 20))
-        stored = previous.encode()
-
-        def scrape_of_cumulative_type() -> None:
-            # as a worker does it: decode the stored baseline, validate and delta, encode the new baseline
-            check_body(spec, body, INTERVAL_S, Baseline.decode(stored))[1].baseline.encode()
-
-        both = cpu_ms(args.rounds, scrape_of_cumulative_type)
-        _, delta = check_body(spec, body, INTERVAL_S, previous)
-        report[path] = {
-            "gzipped_bytes": len(body), "samples": len(parse_profile(body)[1].sample),
-            "validate_ms": round(validate, 3), "validate_and_delta_ms": round(both, 3),
-            "delta_ms": round(both - validate, 3), "delta_gzipped_bytes": len(delta.body or b""),
-            "baseline_bytes": len(delta.baseline.encode()),
-        }
+        report[path] = measure(profile_type, bodies[path], args.rounds)
     out: dict[str, object] = {"size": args.size, "per_path": report}
     if args.redis_targets:
         out["redis"] = redis_memory_per_target(bodies, args.redis_targets)

@@ -200,7 +200,7 @@ def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None,
                     stored = sample.value
                     for i, v in zip(indices, change):
                         stored[i] = v
-        if any(change) or (gauges and any([sample.value[i] for i in gauges])):
+        if any(change) or (gauges and any(sample.value[i] for i in gauges)):
             kept.append(sample)
     if len(kept) != len(samples):
         del samples[:]
