@@ -130,11 +130,11 @@ def measure(profile_type: str, body: bytes, rounds: int) -> dict[str, object]:
 
     def scrape_of_cumulative_type() -> None:
         # as a worker does it: decode the stored baseline, validate and delta, encode the new baseline
-        check_body(spec, body, INTERVAL_S, Baseline.decode(stored))[1].baseline.encode()
+        check_body(spec, body, INTERVAL_S, names, Baseline.decode(stored))[1].baseline.encode()
 
     validate = cpu_ms(rounds, lambda: validate_profile(body, size_limit=64 << 20))
     both = cpu_ms(rounds, scrape_of_cumulative_type)
-    _, delta = check_body(spec, body, INTERVAL_S, Baseline.decode(stored))
+    _, delta = check_body(spec, body, INTERVAL_S, names, Baseline.decode(stored))
     return {
         "gzipped_bytes": len(body), "samples": len(parse_profile(body)[1].sample),
         "validate_ms": round(validate, 3), "validate_and_delta_ms": round(both, 3),

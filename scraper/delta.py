@@ -31,6 +31,8 @@ from hashlib import blake2b
 import msgpack
 from google.protobuf.message import Message
 
+from .config import Config
+from .plan import ScrapeSpec
 from .pprof import as_gzip
 
 #: Built-in profile types (config keys) whose sample types of these names are running totals when
@@ -79,11 +81,28 @@ OUTCOME_TEXT = {
 }
 
 
-def cumulative_sample_types(profile_type: str, delta_seconds: int | None) -> tuple[str, ...]:
-    """The sample types of ``profile_type`` that are running totals, when scraped this way; empty when none."""
-    if delta_seconds is not None:
+#: Every sample type of the profile is a running total (a custom type marked ``cumulative: true``).
+ALL_SAMPLE_TYPES = ("*",)
+
+
+def cumulative_sample_types(profile_type: str, delta_seconds: int | None,
+                            cumulative: bool | None = None) -> tuple[str, ...]:
+    """The sample types of ``profile_type`` that are running totals, scraped with ``?seconds=delta_seconds``
+    (None: without) and configured ``cumulative`` (None: the type's default); empty when none."""
+    if delta_seconds is not None or cumulative is False:
         return ()
-    return CUMULATIVE_SAMPLE_TYPES.get(profile_type, ())
+    if profile_type in CUMULATIVE_SAMPLE_TYPES:
+        return CUMULATIVE_SAMPLE_TYPES[profile_type]
+    return ALL_SAMPLE_TYPES if cumulative else ()
+
+
+def cumulative_types_of(config: Config, spec: ScrapeSpec) -> tuple[str, ...]:
+    """The sample types of ``spec``'s profiles that are running totals, by ``config`` (its
+    ``cumulative`` setting); empty when the type is not in it."""
+    enabled = config.scrape[spec.job].profiling_config.enabled_types() if spec.job in config.scrape else {}
+    if spec.profile_type not in enabled:
+        return ()
+    return cumulative_sample_types(spec.profile_type, spec.delta_seconds, enabled[spec.profile_type][1].cumulative)
 
 
 @dataclass(frozen=True)
@@ -141,11 +160,11 @@ class Delta:
 def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None, *, slot: float,
             interval_s: float) -> Delta | None:
     """The delta of ``profile`` (decoded by :func:`scraper.pprof.parse_profile`, and changed in place)
-    against ``previous``, for its sample types named in ``names``; None when it has none of them
-    (nothing cumulative: push it as it is)."""
+    against ``previous``, for its sample types named in ``names`` (:data:`ALL_SAMPLE_TYPES`: all);
+    None when it has none of them (nothing cumulative: push it as it is)."""
     strings = profile.string_table
     type_names = [strings[vt.type].decode("utf-8", "replace") for vt in profile.sample_type]
-    indices = [i for i, name in enumerate(type_names) if name in names]
+    indices = [i for i, name in enumerate(type_names) if name in names or names == ALL_SAMPLE_TYPES]
     if not indices:
         return None
     cumulative = tuple(type_names[i] for i in indices)

@@ -22,7 +22,7 @@ from . import baseline, delivery, metrics, status
 from .client import TargetClient
 from .broker import broker_url, connect_redis
 from .config import Config, ConfigSource
-from .delta import TARGET_DELTA_TYPES, Baseline, Outcome, cumulative_sample_types
+from .delta import TARGET_DELTA_TYPES, Baseline, Outcome, cumulative_types_of
 from .errors import ConfigError, PushError, PushRejected
 from .plan import ScrapeSpec, spec_for
 from .receivers import Profile, Receiver, build_receiver
@@ -112,8 +112,7 @@ class Runtime:
             except Exception as exc:  # noqa: BLE001 - the caller re-raises once the others are pushed
                 errors.append(exc)
         # The baselines of every cumulative series of the task, in one round trip.
-        baselines = baseline.read(self.redis, [spec for spec, _ in planned
-                                               if cumulative_sample_types(spec.profile_type, spec.delta_seconds)])
+        baselines = baseline.read(self.redis, [spec for spec, _ in planned if self.cumulative(spec)])
         for spec, at in planned:
             (held if spec.delta_seconds else quick).append(
                 gevent.spawn(outcome, self.fetch, spec, at, baselines.get(spec.key)))
@@ -135,11 +134,15 @@ class Runtime:
         when the job or a type is not in it)."""
         return [spec_for(self.config, job, target_labels, profile_type) for profile_type in profile_types]
 
+    def cumulative(self, spec: ScrapeSpec) -> tuple[str, ...]:
+        """The sample types of ``spec``'s profiles that are running totals, by this process's config."""
+        return cumulative_types_of(self.config, spec)
+
     def fetch(self, spec: ScrapeSpec, scheduled_at: float, previous: Baseline | None = None) -> ScrapeResult:
         """Scrape ``spec`` once for the slot ``scheduled_at`` (a cumulative type's delta against
         ``previous``, its stored baseline); the outcome is in the result."""
         result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard_client=self.redis,
-                             offload=self.validate_off_hub, baseline=previous)
+                             offload=self.validate_off_hub, cumulative=self.cumulative(spec), baseline=previous)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
 

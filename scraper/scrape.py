@@ -19,7 +19,7 @@ import redis
 
 from . import keys
 from .client import TargetClient
-from .delta import Baseline, Delta, compute, cumulative_sample_types
+from .delta import Baseline, Delta, compute
 from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .plan import ScrapeSpec
 from .pprof import ProfileInfo, parse_profile, validate_profile
@@ -113,6 +113,7 @@ def scrape_once(
     guard_client: redis.Redis | None = None,
     offload: Callable[..., tuple[ProfileInfo, Delta | None]] | None = None,
     clock: Callable[[], float] = time.time,
+    cumulative: tuple[str, ...] = (),
     baseline: Baseline | None = None,
 ) -> ScrapeResult:
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
@@ -120,8 +121,9 @@ def scrape_once(
     Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
     ``guard_client`` enables the CPU guard (a CPU scrape waits for the target's previous one until the
     end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation (and delta)
-    of a large body elsewhere (a thread). A cumulative profile's delta is taken against ``baseline``,
-    the series' stored one (None: there is none).
+    of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
+    :func:`scraper.delta.cumulative_sample_types`) is taken against ``baseline``, the series' stored
+    one (None: there is none).
     """
     start = clock()
     try:
@@ -131,9 +133,9 @@ def scrape_once(
             start = clock()  # the request starts once the guard is held, after any wait
             fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
         if offload is not None and len(fetched.body) > OFFLOAD_BYTES:
-            info, delta = offload(check_body, spec, fetched.body, scheduled_at, baseline)
+            info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline)
         else:
-            info, delta = check_body(spec, fetched.body, scheduled_at, baseline)
+            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline)
     except ScrapeError as exc:
         return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
     except (SecretFileError, ConfigError) as exc:
@@ -142,12 +144,11 @@ def scrape_once(
     return ScrapeResult(spec, scheduled_at, start, clock(), body=fetched.body, info=info, delta=delta)
 
 
-def check_body(spec: ScrapeSpec, body: bytes, scheduled_at: float,
-               baseline: Baseline | None) -> tuple[ProfileInfo, Delta | None]:
-    """Validate ``body``; when ``spec`` is a cumulative type, also take its delta against ``baseline``,
-    on the profile validation decoded (None when it is not cumulative)."""
-    names = cumulative_sample_types(spec.profile_type, spec.delta_seconds)
-    if not names:
+def check_body(spec: ScrapeSpec, body: bytes, scheduled_at: float, cumulative: tuple[str, ...] = (),
+               baseline: Baseline | None = None) -> tuple[ProfileInfo, Delta | None]:
+    """Validate ``body``; when it has ``cumulative`` sample types, also take their delta against
+    ``baseline``, on the profile validation decoded (None when there is nothing cumulative)."""
+    if not cumulative:
         return validate_profile(body, url=spec.url, size_limit=spec.body_size_limit), None
     info, profile = parse_profile(body, url=spec.url, size_limit=spec.body_size_limit)
-    return info, compute(profile, names, baseline, slot=scheduled_at, interval_s=spec.interval_s)
+    return info, compute(profile, cumulative, baseline, slot=scheduled_at, interval_s=spec.interval_s)

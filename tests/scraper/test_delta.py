@@ -8,13 +8,17 @@ import random
 import pytest
 
 from scraper._proto import profile_pb2
+from scraper.config import parse_config_text
 from scraper.delta import (
     CUMULATIVE_SAMPLE_TYPES,
     Baseline,
     Outcome,
     compute,
     cumulative_sample_types,
+    cumulative_types_of,
 )
+from scraper.errors import ConfigError
+from scraper.plan import ScrapeSpec, plan
 from scraper.pprof import as_gzip, parse_profile
 from tests.conftest import DATA
 from tests.pyroscope_standin import parse_pprof
@@ -176,3 +180,52 @@ def test_a_baseline_survives_its_compact_form() -> None:
     assert Baseline.decode(baseline.encode()) == baseline
     # the compact form is keys and values, not the profile
     assert len(baseline.encode()) < (DATA / "go/allocs_3.pb.gz").stat().st_size
+
+
+def config_with(profiling: str):
+    return parse_config_text(f"""
+scrape:
+  j:
+    targets: [{{__address__: "t:1"}}]
+    forward_to: [files]
+    profiling_config:
+{profiling}
+write:
+  files: {{type: file}}
+""")
+
+
+def spec_of(config, profile_type: str) -> ScrapeSpec:
+    return next(s for s in plan(config) if s.profile_type == profile_type)
+
+
+def test_cumulative_false_pushes_a_builtin_type_as_served() -> None:
+    config = config_with("      profile.memory: {cumulative: false}")
+    assert cumulative_types_of(config, spec_of(config, "memory")) == ()
+    assert cumulative_types_of(config, spec_of(config, "mutex")) == CONTENTION
+
+
+def test_a_custom_type_marked_cumulative_has_every_sample_type_delta_d() -> None:
+    config = config_with(
+        "      profile.custom:\n        requests: {enabled: true, path: /debug/requests, cumulative: true}")
+    names = cumulative_types_of(config, spec_of(config, "requests"))
+    first = compute(built({("handle", "main"): [3, 30]}, types=("requests", "bytes")), names, None,
+                    slot=0.0, interval_s=INTERVAL)
+    after = compute(built({("handle", "main"): [5, 70]}, types=("requests", "bytes")), names, first.baseline,
+                    slot=INTERVAL, interval_s=INTERVAL)
+    assert totals(parse_pprof(after.body)) == {"requests": 2, "bytes": 40}
+
+
+def test_a_custom_type_is_not_cumulative_unless_marked() -> None:
+    config = config_with("      profile.custom:\n        requests: {enabled: true, path: /debug/requests}")
+    assert cumulative_types_of(config, spec_of(config, "requests")) == ()
+
+
+@pytest.mark.parametrize(("profiling", "reason"), [
+    ("      profile.goroutine: {cumulative: true}", "goroutine profiles hold no running totals"),
+    ("      profile.memory: {cumulative: true, delta: true}", "cumulative and delta exclude each other"),
+])
+def test_cumulative_where_it_cannot_hold_is_refused_with_the_reason(profiling: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        config_with(profiling)
+    assert reason in str(raised.value)
