@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import gevent
 import gevent.pool
+import redis
 
 from . import baseline, delivery, metrics, status
 from .client import TargetClient
@@ -111,8 +112,13 @@ class Runtime:
                 planned += [(spec, at) for spec in self.specs(job, labels, profile_types)]
             except Exception as exc:  # noqa: BLE001 - the caller re-raises once the others are pushed
                 errors.append(exc)
-        # The baselines of every cumulative series of the task, in one round trip.
-        baselines = baseline.read(self.redis, [spec for spec, _ in planned if self.cumulative(spec)])
+        # The baselines of every cumulative series of the task, in one round trip. Without them the
+        # scrapes still run: their profiles become new baselines and push no delta.
+        try:
+            baselines = baseline.read(self.redis, [spec for spec, _ in planned if self.cumulative(spec)])
+        except redis.RedisError as exc:
+            errors.append(exc)
+            baselines = {}
         for spec, at in planned:
             (held if spec.delta_seconds else quick).append(
                 gevent.spawn(outcome, self.fetch, spec, at, baselines.get(spec.key)))
