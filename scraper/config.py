@@ -56,6 +56,10 @@ class ProfileType(_Model):
     enabled: bool
     path: str
     delta: bool = False
+    #: the profile holds running totals, so Pyroscope gets their change since the previous scrape:
+    #: unset means yes for memory, mutex and block, no for the others; true on a custom type makes
+    #: every sample type of it a running total
+    cumulative: bool | None = None
 
     @field_validator("path")
     @classmethod
@@ -63,6 +67,14 @@ class ProfileType(_Model):
         if not value.startswith("/"):
             raise ValueError(f"path must start with '/', got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _cumulative_is_not_delta(self) -> ProfileType:
+        if self.cumulative and self.delta:
+            raise ValueError(
+                "cumulative and delta exclude each other: a profile taken over ?seconds= is a change already"
+            )
+        return self
 
 
 #: Built-in profile types: config key -> (stored ``__name__``, enabled, path, delta).
@@ -78,6 +90,10 @@ BUILTIN_PROFILE_TYPES: dict[str, tuple[str, bool, str, bool]] = {
     "godeltaprof_mutex": ("mutex", False, "/debug/pprof/delta_mutex", False),
     "godeltaprof_block": ("block", False, "/debug/pprof/delta_block", False),
 }
+
+
+#: Built-in types whose profiles hold running totals (scraped without ``?seconds=``).
+CUMULATIVE_BUILTIN_TYPES = frozenset({"memory", "mutex", "block"})
 
 
 def _builtin_field(key: str) -> Any:
@@ -137,6 +153,16 @@ class ProfilingConfig(_Model):
             if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", name):
                 raise ValueError(f"custom profile type name {name!r} must match [a-zA-Z_][a-zA-Z0-9_]*")
         return value
+
+    @model_validator(mode="after")
+    def _cumulative_types(self) -> ProfilingConfig:
+        for key in BUILTIN_PROFILE_TYPES:
+            if getattr(self, key).cumulative and key not in CUMULATIVE_BUILTIN_TYPES:
+                raise ValueError(
+                    f"profile.{key}: cumulative: true is for memory, mutex, block and custom types; "
+                    f"{key} profiles hold no running totals"
+                )
+        return self
 
     @field_validator("path_prefix")
     @classmethod

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import msgpack
 import redis
@@ -56,12 +56,19 @@ return 0
 """
 
 
-def _keys(push_id: str) -> list[str]:
+def stash_keys(push_id: str) -> list[str]:
     return [keys.BODY.format(id=push_id), keys.BODY_REFS.format(id=push_id), keys.PENDING, keys.PENDING_BYTES]
 
 
 def _pack(profile: Profile) -> bytes:
     return msgpack.packb(asdict(profile), use_bin_type=True)
+
+
+def pack_parts(profile: Profile) -> tuple[bytes, bytes]:
+    """The stashed form of ``profile`` in two parts: all of it up to its last field's value (``delta``),
+    and that value; ``head + tail`` is the profile with its delta, ``head + b"\\xc0"`` (nil) without."""
+    head = _pack(replace(profile, delta=None))
+    return head[:-1], msgpack.packb(profile.delta, use_bin_type=True)
 
 
 def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pending_bytes: int,
@@ -77,7 +84,7 @@ def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pendi
 def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[str]) -> None:
     """Queue on ``pipe`` what :func:`stash` does in Redis, so a scrape's writes share one round trip.
     Its reply is the pending total, for :func:`keep_within_budget` once the pipeline has run."""
-    pipe.eval(_STASH, 4, *_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
+    pipe.eval(_STASH, 4, *stash_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
 
 
 def keep_within_budget(client: redis.Redis, total: int, newest_id: str, max_pending_bytes: int,
@@ -125,7 +132,7 @@ def load_many(client: redis.Redis, push_ids: list[str]) -> list[Profile | None]:
 def release(client: redis.Redis, push_id: str, receiver: str) -> None:
     """Say that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent.
     On a pipeline, the release is queued with the rest."""
-    client.eval(_RELEASE, 4, *_keys(push_id), receiver, push_id)
+    client.eval(_RELEASE, 4, *stash_keys(push_id), receiver, push_id)
 
 
 @dataclass
@@ -142,14 +149,20 @@ class DeadLetter:
     attempts: int
     body: bytes = field(repr=False)
     failed_at: float = field(default_factory=time.time)
+    #: as in Profile: a dead-lettered push of a cumulative profile replays its delta to Pyroscope
+    cumulative: list[str] = field(default_factory=list)
+    is_delta: bool = False
+    delta: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, profile: Profile, receiver: str, error: str, attempts: int) -> DeadLetter:
         return cls(id=profile.id, receiver=receiver, labels=profile.labels, start=profile.start, end=profile.end,
-                   url=profile.url, error=error, attempts=attempts, body=profile.body)
+                   url=profile.url, error=error, attempts=attempts, body=profile.body,
+                   cumulative=profile.cumulative, is_delta=profile.is_delta, delta=profile.delta)
 
     def profile(self) -> Profile:
-        return Profile(id=self.id, labels=self.labels, body=self.body, start=self.start, end=self.end, url=self.url)
+        return Profile(id=self.id, labels=self.labels, body=self.body, start=self.start, end=self.end, url=self.url,
+                       cumulative=self.cumulative, is_delta=self.is_delta, delta=self.delta)
 
     def age_s(self, now: float) -> float:
         """Seconds since the profile was scraped: what a store's ingestion window is measured against."""
@@ -160,6 +173,9 @@ class DeadLetter:
         out = asdict(self)
         out["body_bytes"] = len(out.pop("body"))
         out["age_s"] = round(self.age_s(now), 1)
+        delta = out.pop("delta")
+        if delta is not None:
+            out["delta_bytes"] = len(delta)
         return out
 
 

@@ -313,6 +313,8 @@ def _target_rows(s: TargetStatus, now: float, links: Callable[[dict[str, str]], 
         profile += f'<br><span class="muted">__name__="{_e(s.labels["__name__"])}"</span>'
     if links is not None and (stored := links(s.labels)):
         profile += f'<br><span class="stored">{stored}</span>'
+    if s.delta_note:
+        profile += f'<br><span class="muted">{_e(s.delta_note)}</span>'
     # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
     url = (
         f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'

@@ -31,6 +31,12 @@ DEADLETTER = PREFIX + "deadletter"
 DEADLETTER_BYTES = PREFIX + "deadletter-bytes"
 #: a CPU profile request in flight to a target (value: the holder's token), by scheme://address
 CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
+#: the baseline of a cumulative profile series (hash: slot, data), by spec key: what its next delta subtracts
+BASELINE = PREFIX + "baseline:{key}"
+#: baseline keys scored by when they expire (Unix seconds): what the next write prunes
+BASELINES = PREFIX + "baselines"
+#: bytes of all baselines
+BASELINE_BYTES = PREFIX + "baseline-bytes"
 #: hash of running totals: scrapes done/failed/dropped, pushes done/failed/deadlettered
 COUNTERS = PREFIX + "counters"
 #: hash of target status records, field = spec key

@@ -22,6 +22,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from . import keys
 
 if TYPE_CHECKING:
+    from .baseline import Stashed
+    from .delta import Outcome
     from .plan import ScrapeSpec
     from .scrape import ScrapeResult
 
@@ -75,6 +77,13 @@ RETENTION_REMOVED_BYTES = Counter(
     "Bytes of profiles and sidecars the file store's retention removed, by reason: age or size.",
     ["receiver", "reason"],
 )
+DELTAS = Counter(
+    "pprof_scraper_deltas",
+    "Scrapes of cumulative profiles (memory, mutex, block) by what their delta came to: delta (pushed), "
+    "first, expired, restart, changed (each a new baseline, nothing pushed), stale or superseded (a later "
+    "slot was recorded first), over_budget (no baseline kept: SCRAPER_MAX_BASELINE_BYTES).",
+    ["scrape_job", "profile_type", "outcome"],
+)
 # The seed component's name, so existing dashboards keep working.
 PUSH_LATENCY = Histogram(
     "phlare_fanout_latency",
@@ -92,6 +101,17 @@ def observe_scrape(spec: ScrapeSpec, result: ScrapeResult, *, lag_s: float) -> N
     if result.body is not None:
         PROFILE_SIZE.labels(spec.job, spec.profile_type).observe(len(result.body))
     SCHEDULE_LAG.labels(spec.job).observe(max(0.0, lag_s))
+
+
+def observe_delta(spec: ScrapeSpec, outcome: Outcome, written: Stashed) -> None:
+    """Count one cumulative profile by what its delta (``outcome``) and the write of its baseline came to."""
+    if written.baseline == "over_budget":
+        result = "over_budget"
+    elif outcome.value == "delta" and not written.delta_stashed:
+        result = "superseded"
+    else:
+        result = outcome.value
+    DELTAS.labels(spec.job, spec.profile_type, result).inc()
 
 
 def observe_dropped(job: str, count: int = 1) -> None:
@@ -112,7 +132,8 @@ def observe_retention(receiver: str, reason: str, profiles: int, size: int) -> N
 
 
 class DeadletterCollector:
-    """``pprof_scraper_deadletter_size``: entries in the dead-letter list, read from Redis on each collect.
+    """``pprof_scraper_deadletter_size`` (entries in the dead-letter list) and ``pprof_scraper_baseline_bytes``,
+    read from Redis on each collect.
 
     When Redis does not answer the sample is left out, rather than reported as 0.
     """
@@ -126,13 +147,21 @@ class DeadletterCollector:
 
     def collect(self) -> Iterator[Metric]:
         try:
-            size = self._redis_factory().llen(keys.DEADLETTER)
+            with self._redis_factory().pipeline(transaction=False) as pipe:
+                pipe.llen(keys.DEADLETTER)
+                pipe.get(keys.BASELINE_BYTES)
+                size, baseline_bytes = pipe.execute()
         except redis.RedisError:
             return
         yield GaugeMetricFamily(
             "pprof_scraper_deadletter_size",
             "Pushes that used up their retries and wait in the dead-letter list.",
             value=size,
+        )
+        yield GaugeMetricFamily(
+            "pprof_scraper_baseline_bytes",
+            "Bytes the baselines of cumulative profiles take in Redis (budget: SCRAPER_MAX_BASELINE_BYTES).",
+            value=int(baseline_bytes or 0),
         )
 
 

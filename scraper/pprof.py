@@ -151,6 +151,14 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     :class:`TooManySamples` when it holds more than ``sample_limit`` samples (0: no limit), counted
     before anything is decoded, and :class:`InvalidProfile` for anything that is not a profile.
     """
+    return parse_profile(body, url=url, size_limit=size_limit, sample_limit=sample_limit)[0]
+
+
+def parse_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT,
+                  sample_limit: int = 0) -> tuple[ProfileInfo, Message]:
+    """:func:`validate_profile`, also handing back the decoded profile, so that work on it (a delta)
+    does not decompress and decode the body a second time. Its ``string_table`` holds bytes and its
+    ``time_nanos`` is repeated (see ``_schemas``); the rest is profile.proto's ``Profile``."""
     if not body:
         raise InvalidProfile("empty body: the target answered with no data where a pprof profile was expected", url)
     gzipped = body.startswith(GZIP_MAGIC)
@@ -175,7 +183,7 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     except DecodeError:
         profile = None  # upb refuses some encodings pprof reads (varints over 5 bytes): decide below
     if profile is not None and profile.string_table and _consistent(profile, data):
-        return _info(profile, gzipped, len(data))
+        return _info(profile, gzipped, len(data)), profile
     # The bulk check only says yes or no. Read the body as pprof does (re-encoded for upb, when upb
     # reads it otherwise), then check its rules one entry at a time: slow, exact.
     if profile is None or not _read_as_pprof_does(data):
@@ -187,7 +195,7 @@ def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = D
     problem = _problem(profile)
     if problem is not None:
         raise InvalidProfile(_describe(data, gzipped, problem, None), url)
-    return _info(profile, gzipped, len(data))
+    return _info(profile, gzipped, len(data)), profile
 
 
 def decompressed_size(body: bytes, limit: int) -> int:

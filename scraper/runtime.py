@@ -17,11 +17,13 @@ from typing import Any, TypeVar
 
 import gevent
 import gevent.pool
+import redis
 
-from . import delivery, metrics, status
+from . import baseline, delivery, metrics, status
 from .client import TargetClient
 from .broker import broker_url, connect_redis
 from .config import Config, ConfigSource
+from .delta import TARGET_DELTA_TYPES, Baseline, Outcome, cumulative_types_of
 from .errors import ConfigError, PushError, PushRejected
 from .plan import ScrapeSpec, spec_for
 from .receivers import Profile, Receiver, build_receiver
@@ -104,14 +106,22 @@ class Runtime:
         errors: list[Exception] = []
         quick: list[gevent.Greenlet] = []
         held: list[gevent.Greenlet] = []
+        planned: list[tuple[ScrapeSpec, float]] = []
         for labels, at in zip(targets, slots):
             try:
-                specs = self.specs(job, labels, profile_types)
+                planned += [(spec, at) for spec in self.specs(job, labels, profile_types)]
             except Exception as exc:  # noqa: BLE001 - the caller re-raises once the others are pushed
                 errors.append(exc)
-                continue
-            for spec in specs:
-                (held if spec.delta_seconds else quick).append(gevent.spawn(outcome, self.fetch, spec, at))
+        # The baselines of every cumulative series of the task, in one round trip. Without them the
+        # scrapes still run: their profiles become new baselines and push no delta.
+        try:
+            baselines = baseline.read(self.redis, [spec for spec, _ in planned if self.cumulative(spec)])
+        except redis.RedisError as exc:
+            errors.append(exc)
+            baselines = {}
+        for spec, at in planned:
+            (held if spec.delta_seconds else quick).append(
+                gevent.spawn(outcome, self.fetch, spec, at, baselines.get(spec.key)))
         results: list[ScrapeResult] = []
         for phase in (quick, held):
             gevent.joinall(phase)
@@ -130,10 +140,15 @@ class Runtime:
         when the job or a type is not in it)."""
         return [spec_for(self.config, job, target_labels, profile_type) for profile_type in profile_types]
 
-    def fetch(self, spec: ScrapeSpec, scheduled_at: float) -> ScrapeResult:
-        """Scrape ``spec`` once for the slot ``scheduled_at``; the outcome is in the result."""
+    def cumulative(self, spec: ScrapeSpec) -> tuple[str, ...]:
+        """The sample types of ``spec``'s profiles that are running totals, by this process's config."""
+        return cumulative_types_of(self.config, spec)
+
+    def fetch(self, spec: ScrapeSpec, scheduled_at: float, previous: Baseline | None = None) -> ScrapeResult:
+        """Scrape ``spec`` once for the slot ``scheduled_at`` (a cumulative type's delta against
+        ``previous``, its stored baseline); the outcome is in the result."""
         result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard_client=self.redis,
-                             offload=self.validate_off_hub)
+                             offload=self.validate_off_hub, cumulative=self.cumulative(spec), baseline=previous)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
 
@@ -145,20 +160,37 @@ class Runtime:
         with self.redis.pipeline(transaction=False) as pipe:
             for result in results:
                 status.record_scrape(pipe, result.spec, start=result.start, duration=result.duration,
-                                     error=result.error, worker=self.worker)
+                                     error=result.error, worker=self.worker,
+                                     delta=result.delta.outcome.value if result.delta is not None else None)
             done = sum(result.ok for result in results)
             if done:
                 status.incr_counter(pipe, "scrapes_done", done)
             if done < len(results):
                 status.incr_counter(pipe, "scrapes_failed", len(results) - done)
+            baselines = [result.delta.outcome for result in results if result.delta is not None]
+            if any(outcome is not Outcome.DELTA for outcome in baselines):
+                status.incr_counter(pipe, "deltas_baseline", sum(o is not Outcome.DELTA for o in baselines))
             stashed = [result for result in results if result.ok]
             for result in stashed:
-                profile = Profile(id=result.push_id, labels=result.spec.labels, body=result.body or b"",
-                                  start=result.start, end=result.end, url=result.spec.url)
-                delivery.queue_stash(pipe, profile, list(result.spec.forward_to))
+                spec, delta = result.spec, result.delta
+                profile = Profile(id=result.push_id, labels=spec.labels, body=result.body or b"",
+                                  start=result.start, end=result.end, url=spec.url,
+                                  cumulative=list(delta.baseline.sample_types) if delta is not None else [],
+                                  is_delta=delta is not None or spec.profile_type in TARGET_DELTA_TYPES,
+                                  delta=delta.body if delta is not None else None)
+                if delta is None:
+                    delivery.queue_stash(pipe, profile, list(spec.forward_to))
+                else:
+                    baseline.queue_stash(pipe, profile, list(spec.forward_to), spec, delta,
+                                         self.settings.max_baseline_bytes)
             replies = pipe.execute()
         # the stashes went last: their replies are the pending totals
-        for result, total in zip(stashed, replies[len(replies) - len(stashed):]):
+        for result, reply in zip(stashed, replies[len(replies) - len(stashed):]):
+            total = reply
+            if result.delta is not None:
+                written = baseline.stashed(reply)
+                total = written.pending_total
+                metrics.observe_delta(result.spec, result.delta.outcome, written)
             delivery.keep_within_budget(self.redis, total, result.push_id, self.settings.max_pending_bytes,
                                         self.settings.max_deadletter_bytes)
 
@@ -192,7 +224,15 @@ class Runtime:
                  off_hub: OffTheHub | None) -> dict[str, bool | PushError]:
         profiles = delivery.load_many(self.redis, push_ids)
         outcomes: dict[str, bool | PushError] = {i: False for i, p in zip(push_ids, profiles) if p is None}
-        pending = [p for p in profiles if p is not None]
+        # A cumulative profile whose scrape was a baseline has nothing for a store of deltas: done with it.
+        nothing = {p.id for p in profiles if p is not None and p.body_for(target.wants_deltas) is None}
+        pending = [p for p in profiles if p is not None and p.id not in nothing]
+        if nothing:
+            with self.redis.pipeline(transaction=False) as pipe:
+                for push_id in nothing:
+                    delivery.release(pipe, push_id, target.name)
+                pipe.execute()
+            outcomes |= {push_id: True for push_id in nothing}
         if not pending:
             return outcomes
         if off_hub is not None:

@@ -19,9 +19,10 @@ import redis
 
 from . import keys
 from .client import TargetClient
+from .delta import Baseline, Delta, compute
 from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .plan import ScrapeSpec
-from .pprof import ProfileInfo, decompressed_size, validate_profile
+from .pprof import ProfileInfo, decompressed_size, parse_profile, validate_profile
 
 #: Go answers a second concurrent CPU profile with a 500, so only one may be in flight per target.
 CPU_PROFILE_TYPES = frozenset({"process_cpu"})
@@ -52,6 +53,8 @@ class ScrapeResult:
     body: bytes | None = None
     info: ProfileInfo | None = None
     error: ScrapeError | None = None
+    #: of a cumulative profile: its change since the baseline, and the new baseline
+    delta: Delta | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,15 +113,19 @@ def scrape_once(
     *,
     scheduled_at: float,
     guard_client: redis.Redis | None = None,
-    offload: Callable[..., ProfileInfo] | None = None,
+    offload: Callable[..., tuple[ProfileInfo, Delta | None]] | None = None,
     clock: Callable[[], float] = time.time,
+    cumulative: tuple[str, ...] = (),
+    baseline: Baseline | None = None,
 ) -> ScrapeResult:
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
     Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
     ``guard_client`` enables the CPU guard (a CPU scrape waits for the target's previous one until the
-    end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation
-    of a large body elsewhere (a thread).
+    end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation (and delta)
+    of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
+    :func:`scraper.delta.cumulative_sample_types`) is taken against ``baseline``, the series' stored
+    one (None: there is none).
     """
     start = clock()
     try:
@@ -127,14 +134,24 @@ def scrape_once(
         with guard:
             start = clock()  # the request starts once the guard is held, after any wait
             fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
-        limits = {"url": spec.url, "size_limit": spec.body_size_limit, "sample_limit": spec.sample_limit}
         if offload is not None and decompressed_size(fetched.body, OFFLOAD_BYTES) > OFFLOAD_BYTES:
-            info = offload(validate_profile, fetched.body, **limits)
+            info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline)
         else:
-            info = validate_profile(fetched.body, **limits)
+            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline)
     except ScrapeError as exc:
         return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
     except (SecretFileError, ConfigError) as exc:
         # The job's own credentials are at fault, not the target; the message names the file or field.
         return ScrapeResult(spec, scheduled_at, start, clock(), error=ScrapeError(str(exc), spec.url))
-    return ScrapeResult(spec, scheduled_at, start, clock(), body=fetched.body, info=info)
+    return ScrapeResult(spec, scheduled_at, start, clock(), body=fetched.body, info=info, delta=delta)
+
+
+def check_body(spec: ScrapeSpec, body: bytes, scheduled_at: float, cumulative: tuple[str, ...] = (),
+               baseline: Baseline | None = None) -> tuple[ProfileInfo, Delta | None]:
+    """Validate ``body``; when it has ``cumulative`` sample types, also take their delta against
+    ``baseline``, on the profile validation decoded (None when there is nothing cumulative)."""
+    if not cumulative:
+        return validate_profile(body, url=spec.url, size_limit=spec.body_size_limit,
+                                sample_limit=spec.sample_limit), None
+    info, profile = parse_profile(body, url=spec.url, size_limit=spec.body_size_limit, sample_limit=spec.sample_limit)
+    return info, compute(profile, cumulative, baseline, slot=scheduled_at, interval_s=spec.interval_s)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_pending_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     #: bytes the dead-letter list may hold; past it the oldest dead letters are dropped (counted, logged)
     max_deadletter_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    #: bytes the baselines of cumulative profiles (memory, mutex, block) may take in Redis; past it
+    #: a series gets no baseline and pushes nothing to Pyroscope (counted as baselines_over_budget)
+    max_baseline_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     #: seconds a worker may receive no task while its queues hold messages before /-/ready says
     #: it stopped consuming (as Celery workers sometimes do after a broker reconnect)
     ready_idle_s: float = Field(default=60.0, gt=0)

@@ -14,6 +14,7 @@ import msgpack
 import redis
 
 from . import keys
+from .delta import OUTCOME_TEXT, Outcome
 from .plan import ScrapeSpec
 
 
@@ -55,6 +56,19 @@ class TargetStatus:
     worker: str | None = None
     successes: int = 0
     failures: int = 0
+    #: of a cumulative type (memory, mutex, block): what the last scrape's delta came to, ``delta``
+    #: when its change was pushed, else why it became the series' baseline (scraper.delta.Outcome)
+    delta: str | None = None
+
+    @property
+    def delta_note(self) -> str | None:
+        """Why the last scrape pushed nothing to stores of deltas, in words; None when it did."""
+        if self.delta is None or self.delta == Outcome.DELTA.value:
+            return None
+        try:
+            return OUTCOME_TEXT[Outcome(self.delta)]
+        except ValueError:
+            return self.delta
 
     def as_dict(self) -> dict[str, object]:
         """Plain JSON-able values, health as its string."""
@@ -84,6 +98,7 @@ class TargetStatus:
             worker=record.get("worker"),
             successes=int(record.get("successes", 0)),
             failures=int(record.get("failures", 0)),
+            delta=record.get("delta"),
         )
 
 
@@ -133,8 +148,10 @@ def record_scrape(
     duration: float,
     error: Exception | None,
     worker: str,
+    delta: str | None = None,
 ) -> None:
-    """Record how one scrape of ``spec`` went: health, times, error message, worker; count it.
+    """Record how one scrape of ``spec`` went: health, times, error message, worker, what its delta
+    came to (a cumulative type: a scraper.delta.Outcome value); count it.
 
     Only ``str(error)`` is kept from the error (messages are secret-free by contract); nothing
     of the request is stored. On a pipeline, the write is queued with the rest.
@@ -147,6 +164,8 @@ def record_scrape(
     }
     if error is not None:
         record["last_error"] = str(error)
+    if delta is not None:
+        record["delta"] = delta
     # EVAL rather than EVALSHA: on a pipeline redis-py would first ask Redis whether the script is loaded.
     client.eval(_RECORD, 1, keys.STATUS, spec.key, msgpack.packb(record))
 

@@ -70,7 +70,7 @@ def render_table(statuses: list[TargetStatus], now: float | None = None) -> Tabl
         table.add_row(
             status.job,
             Text(status.health.value, style=HEALTH_STYLE[status.health]),
-            status.profile_type,
+            status.profile_type + (f"\n{status.delta_note}" if status.delta_note else ""),
             "\n".join(format_labels(status.labels)),
             format_age(status.last_scrape, now),
             format_duration(status.last_scrape_duration),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import FileReceiverConfig, PyroscopeReceiverConfig, ReceiverConfig
@@ -10,7 +10,7 @@ from ..config import FileReceiverConfig, PyroscopeReceiverConfig, ReceiverConfig
 
 @dataclass(frozen=True)
 class Profile:
-    """One validated profile on its way to a receiver, exactly as the target sent it."""
+    """One validated profile on its way to a receiver, exactly as the target sent it (and its delta)."""
 
     #: stable id of (job, target, profile type, scheduled time): a redelivered push has the same id
     id: str
@@ -23,6 +23,22 @@ class Profile:
     end: float
     #: the URL it was scraped from
     url: str
+    #: sample types of ``body`` that are running totals since the target started (memory
+    #: allocations, mutex, block); empty for other profiles
+    cumulative: list[str] = field(default_factory=list)
+    #: what a store that wants deltas gets is one already (godeltaprof, or ``delta``): Pyroscope must not
+    #: compute one again (``__delta__="false"``)
+    is_delta: bool = False
+    #: the change since the previous scrape of the series, gzipped pprof, when ``body`` is cumulative
+    #: and there was a baseline. Last, so that the stash can leave it out (scraper.baseline).
+    delta: bytes | None = None
+
+    def body_for(self, wants_deltas: bool) -> bytes | None:
+        """The body a receiver gets: the delta of a cumulative profile for one that ``wants_deltas``
+        (None when there is none: the scrape was a baseline, nothing to send), else ``body``."""
+        if wants_deltas and self.cumulative:
+            return self.delta
+        return self.body
 
 
 class Receiver(Protocol):
@@ -30,6 +46,8 @@ class Receiver(Protocol):
     PushRejected when retrying cannot help and PushUnavailable when a retry may succeed."""
 
     name: str
+    #: whether it stores the deltas of cumulative profiles (Pyroscope) rather than what the target served
+    wants_deltas: bool
 
     def push(self, profile: Profile) -> None: ...
 

@@ -48,6 +48,9 @@ def _iso(seconds: float) -> str:
 class FileStore:
     """A Receiver that writes each profile under ``config.path``, idempotently by id."""
 
+    #: the file store keeps what the target served, lossless: cumulative profiles stay totals
+    wants_deltas = False
+
     def __init__(self, name: str, config: FileReceiverConfig) -> None:
         self.name = name
         self.config = config
@@ -85,6 +88,9 @@ class FileStore:
             "url": profile.url,
             "id": profile.id,
         }
+        if profile.cumulative:
+            # these sample types are totals since the target started: `go tool pprof -diff_base` two files
+            sidecar["cumulative"] = profile.cumulative
         writing = data_path.parent
         try:
             data_path.parent.mkdir(parents=True, exist_ok=True)

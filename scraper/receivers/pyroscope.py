@@ -39,6 +39,8 @@ from ..httpclient import DEFAULT_USER_AGENT, Deadline, HTTPClient, hide, read_bo
 from . import Profile
 
 PUSH_PATH = "/push.v1.PusherService/Push"
+#: The one label starting with ``__`` besides ``__name__`` that a push carries (as pyroscope.write keeps it).
+DELTA_LABEL = "__delta__"
 INGEST_PATH = "/ingest"
 
 #: Pyroscope's default per-series and per-profile limits (validation.* flags of the distributor).
@@ -306,6 +308,9 @@ def _connect_error(body: bytes) -> tuple[str | None, str]:
 class PyroscopeReceiver:
     """A Receiver that sends each profile to Pyroscope, one attempt per call."""
 
+    #: Pyroscope 2.x computes no deltas: cumulative profiles must arrive as their change.
+    wants_deltas = True
+
     def __init__(self, name: str, config: PyroscopeReceiverConfig) -> None:
         self.name = name
         self.config = config
@@ -324,8 +329,14 @@ class PyroscopeReceiver:
         """Send ``profile`` once. Raises PushRejected when the server refused it (or would, by its
         limits) and PushUnavailable when it could not take it now."""
         labels = series_labels(profile.labels, self.config.external_labels)
+        if profile.is_delta:
+            # Pyroscope 1.x deltas memory again unless told not to; 2.x drops the label.
+            labels = sorted([*labels, (DELTA_LABEL, "false")])
+        raw_profile = profile.body_for(self.wants_deltas)
+        if raw_profile is None:
+            raise PushRejected(f"{self._who}: a cumulative profile without a delta (a baseline) has nothing to send")
         try:
-            facts = profile_facts(profile.body)
+            facts = profile_facts(raw_profile)
         except ValueError as exc:
             raise PushRejected(f"{self._who}: not sent, Pyroscope would refuse it: the profile is {exc}") from None
         ingest = self.config.api == "ingest"
@@ -350,7 +361,7 @@ class PyroscopeReceiver:
         headers = {name: value.get_secret_value() for name, value in self.config.headers.items()}
         timeout_s = self.config.remote_timeout.total_seconds()
         if params is None:
-            body = _push_request(labels, profile).SerializeToString()
+            body = _push_request(labels, profile, raw_profile).SerializeToString()
             headers.update({
                 "Content-Type": "application/proto",
                 "Connect-Protocol-Version": "1",
@@ -359,7 +370,7 @@ class PyroscopeReceiver:
         else:
             # The form pyroscope-go sends: the profile, and display names that name it as the push API does.
             body, headers["Content-Type"] = urllib3.encode_multipart_formdata({
-                "profile": ("profile.pprof", profile.body, "application/octet-stream"),
+                "profile": ("profile.pprof", raw_profile, "application/octet-stream"),
                 "sample_type_config": ("sample_type_config.json", json.dumps(sample_type_config).encode(),
                                        "application/json"),
             })
@@ -415,12 +426,14 @@ class PyroscopeReceiver:
         raise PushRejected(f"{message}: only 200 means the profile was taken")
 
 
-def _push_request(labels: list[tuple[str, str]], profile: Profile) -> push_pb2.PushRequest:
+def _push_request(labels: list[tuple[str, str]], profile: Profile,
+                  raw_profile: bytes | None = None) -> push_pb2.PushRequest:
+    """The push of ``raw_profile`` (default: ``profile.body``) as ``profile``'s sample, with ``labels``."""
     return push_pb2.PushRequest(
         series=[
             push_pb2.RawProfileSeries(
                 labels=[types_pb2.LabelPair(name=name, value=value) for name, value in labels],
-                samples=[push_pb2.RawSample(raw_profile=profile.body, ID=profile.id)],
+                samples=[push_pb2.RawSample(raw_profile=raw_profile or profile.body, ID=profile.id)],
             )
         ]
     )
