@@ -37,7 +37,7 @@ from scraper import baseline  # noqa: E402
 from scraper._proto import profile_pb2  # noqa: E402
 from scraper.delta import CUMULATIVE_SAMPLE_TYPES, Baseline, compute  # noqa: E402
 from scraper.plan import ScrapeSpec  # noqa: E402
-from scraper.pprof import as_gzip, parse_profile, validate_profile  # noqa: E402
+from scraper.pprof import parse_profile, validate_profile  # noqa: E402
 from scraper.receivers import Profile  # noqa: E402
 from scraper.scrape import check_body  # noqa: E402
 
@@ -59,7 +59,7 @@ def halved(body: bytes, names: tuple[str, ...]) -> bytes:
     for sample in profile.sample:
         for i in indices:
             sample.value[i] //= 2
-    return as_gzip(profile.SerializeToString())
+    return gzip.compress(profile.SerializeToString(), compresslevel=1, mtime=0)
 
 
 def previous_baseline(body: bytes, names: tuple[str, ...]) -> Baseline:

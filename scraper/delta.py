@@ -23,6 +23,7 @@ Rules (docs/pyroscope.md):
 from __future__ import annotations
 
 import enum
+import gzip
 import sys
 from array import array
 from dataclasses import dataclass
@@ -33,7 +34,6 @@ from google.protobuf.message import Message
 
 from .config import Config
 from .plan import ScrapeSpec
-from .pprof import as_gzip
 
 #: Built-in profile types (config keys) whose sample types of these names are running totals when
 #: scraped without ``?seconds=``. godeltaprof types are deltas already; goroutine, process_cpu and
@@ -268,7 +268,8 @@ def _encode(profile: Message, time_nanos: int) -> bytes:
     data = profile.SerializeToString()
     if time_nanos:
         data += _TIME_NANOS_TAG + _varint(time_nanos & (2**64 - 1))
-    return as_gzip(data)
+    # Fastest level, as Go's runtime/pprof writes its profiles; mtime 0 keeps the output reproducible.
+    return gzip.compress(data, compresslevel=1, mtime=0)
 
 
 def _varint(value: int) -> bytes:

@@ -10,6 +10,7 @@ zero, as a restarted process would. ``/debug/pprof/delta_mutex`` serves a godelt
 
 from __future__ import annotations
 
+import gzip
 import random
 import threading
 import time
@@ -19,7 +20,6 @@ from typing import Self
 from urllib.parse import urlsplit
 
 from scraper._proto import profile_pb2
-from scraper.pprof import as_gzip
 from tests.conftest import DATA
 
 
@@ -150,7 +150,7 @@ class GrowingTarget:
                 sample.label.add(key=s("bytes"), num=stack.rates[1] // stack.rates[0])
         p.string_table.extend(strings)
         p.time_nanos = now_ns
-        return as_gzip(p.SerializeToString())
+        return gzip.compress(p.SerializeToString())
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         target = self

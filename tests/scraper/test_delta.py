@@ -3,6 +3,7 @@ on real Go profiles and on small built ones."""
 
 from __future__ import annotations
 
+import gzip
 import random
 
 import pytest
@@ -19,7 +20,7 @@ from scraper.delta import (
 )
 from scraper.errors import ConfigError
 from scraper.plan import ScrapeSpec, plan
-from scraper.pprof import as_gzip, parse_profile
+from scraper.pprof import parse_profile
 from tests.conftest import DATA
 from tests.pyroscope_standin import parse_pprof
 
@@ -75,7 +76,7 @@ def built(stacks: dict[tuple[str, ...], list[int]], *, types: tuple[str, ...] = 
         p.sample.add(location_id=[location_of[f] for f in stack], value=values)
     if time_nanos:
         p.time_nanos = time_nanos
-    return parse_profile(as_gzip(p.SerializeToString()))[1]
+    return parse_profile(gzip.compress(p.SerializeToString()))[1]
 
 
 def test_only_memory_mutex_and_block_scraped_without_seconds_are_cumulative() -> None:

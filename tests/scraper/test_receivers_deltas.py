@@ -3,6 +3,7 @@ the file store the profile as the target served it; and a baseline scrape shows 
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 import redis
 
 from scraper import status
+from scraper._proto import profile_pb2
 from scraper.config import parse_config
 from scraper.errors import PushRejected
 from scraper.plan import ScrapeSpec
@@ -38,8 +40,8 @@ def test_pyroscope_gets_the_delta_of_a_cumulative_profile(api: str) -> None:
     with PyroscopeStandIn() as pyroscope:
         receiver("pyro", {"type": "pyroscope", "url": pyroscope.url, "api": api}).push(cumulative())
     (request,) = pyroscope.pushes
-    sent = request.series[0].samples[0].raw_profile if api == "push" else request.body
-    assert sent == DELTA
+    sent = request.series[0].samples[0].profile if api == "push" else request.profile
+    assert sent == profile_pb2.Profile.FromString(gzip.decompress(DELTA))
 
 
 def test_a_pushed_cumulative_profile_carries_delta_false_and_no_other_double_underscore_label() -> None:
