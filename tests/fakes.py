@@ -30,15 +30,15 @@ class PprofTarget:
     """A pprof endpoint that answers like Go: holds ``?seconds=N`` requests N seconds, refuses a
     second concurrent CPU profile with Go's 500, and counts what it served."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.served: Counter[str] = Counter()
         self.cpu_overlaps = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
         self._cpu_busy = threading.Lock()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
         self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.address = f"{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
