@@ -34,6 +34,8 @@ class PprofTarget:
         self.served: Counter[str] = Counter()
         self.cpu_overlaps = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
+        #: (path, client address, Unix time) of every request: who scraped what, when
+        self.arrivals: list[tuple[str, str, float]] = []
         self._cpu_busy = threading.Lock()
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, 0), self._handler())
@@ -52,6 +54,7 @@ class PprofTarget:
                 url = urlsplit(self.path)
                 with target._lock:
                     target.requests.append((url.path, {k.lower(): v for k, v in self.headers.items()}))
+                    target.arrivals.append((url.path, self.client_address[0], time.time()))
                 name = GO_BODIES.get(url.path)
                 if name is None:
                     self._answer(404, b"404 page not found\n", "text/plain; charset=utf-8")
