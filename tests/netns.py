@@ -39,7 +39,7 @@ _libc = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    done = subprocess.run(["ip", *args], check=False, capture_output=True, text=True, timeout=30)
     if done.returncode != 0:
         raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
@@ -110,7 +110,7 @@ class Host:
     def close(self) -> None:
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
-        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.namespace], check=False, capture_output=True, timeout=30)
 
 
 class Network:
@@ -138,7 +138,7 @@ class Network:
     def close(self) -> None:
         for host in self.hosts.values():
             host.close()
-        subprocess.run(["ip", "netns", "del", self.switch], capture_output=True, timeout=30)
+        subprocess.run(["ip", "netns", "del", self.switch], check=False, capture_output=True, timeout=30)
 
     def __enter__(self) -> Network:
         return self
