@@ -28,7 +28,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 
@@ -140,7 +140,7 @@ class Network:
             host.close()
         subprocess.run(["ip", "netns", "del", self.switch], check=False, capture_output=True, timeout=30)
 
-    def __enter__(self) -> Network:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

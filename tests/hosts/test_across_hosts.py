@@ -5,11 +5,11 @@ short timings these tests run at), as a team would set them on separate machines
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
-import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -159,7 +159,7 @@ def _on_time(site: Site, since: float, until: float) -> dict[str, float]:
 
 
 def _drained(site: Site) -> bool:
-    validated, _, dead = site.settled()
+    validated, pending, dead = site.settled()
     return pending == 0 and validated == len(site.pushed_ids()) + dead
 
 
