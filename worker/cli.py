@@ -107,7 +107,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from scraper import keys, status, status_view
     from scraper.broker import broker_url, connect_redis
 
-    client = connect_redis(broker_url(_settings()))
+    settings = _settings()
+    client = connect_redis(broker_url(settings), settings.sentinel_master)
     if args.dropped:
         rows = [{"job": job.decode(), **entry}
                 for key in sorted(client.scan_iter(match=keys.DROPPED + "*"))  # every beat shard's
@@ -136,7 +137,8 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     from scraper import delivery
     from scraper.broker import broker_url, connect_redis
 
-    client = connect_redis(broker_url(_settings()))
+    settings = _settings()
+    client = connect_redis(broker_url(settings), settings.sentinel_master)
     if args.action == "list":
         for entry in delivery.list_dead_letters(client, limit=args.limit):
             print(json.dumps(entry.summary(), sort_keys=True))
@@ -146,7 +148,6 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         return 0
     from worker.tasks import push
 
-    settings = _settings()
     replayed = 0
     while replayed < args.limit and (entry := delivery.take_dead_letter(client)) is not None:
         delivery.stash(client, entry.profile(), [entry.receiver], settings.max_pending_bytes,

@@ -153,7 +153,7 @@ class Supervisor:
 
     def watch(self, config: Config, broker: str) -> None:
         """Log progress every interval and restart children that die, until asked to stop."""
-        client = connect_redis(broker)
+        client = connect_redis(broker, self.settings.sentinel_master)
         interval = min((job.scrape_interval.total_seconds() for job in config.scrape.values()), default=15.0)
         previous = status.read_counters(client)
         next_report = time.monotonic() + interval
@@ -220,7 +220,7 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
         config, broker, http_port = supervisor.start()
         from scraper.httpserver import start_http_server
 
-        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker))
+        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker, settings.sentinel_master))
         log.info("serving /metrics, /targets and /debug/pprof on http://127.0.0.1:%d", port)
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from scraper import keys, status
+from scraper.broker import connect_redis
 from tests.conftest import redis_server_binary, wait_until
 from tests.e2e.processes import Proc, start_beat, start_worker
 from tests.fakes import PprofTarget
@@ -55,6 +56,26 @@ def start_redis(host: Host, workdir: Path, procs: list[Proc], *extra: str) -> st
     return url
 
 
+#: How long the sentinels wait before they call a silent master down (the default is 30 s).
+DOWN_AFTER_MS = 2000
+
+
+def start_sentinels(hosts: list[Host], master: Host, workdir: Path, procs: list[Proc]) -> str:
+    """Three sentinels (each on its own host) watching ``master`` as ``mymaster``; the broker URL of them."""
+    for host in hosts:
+        conf = workdir / f"{host.name}.conf"
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf.write_text(f"port 26379\nbind {host.address}\nprotected-mode no\ndir {workdir}\n"
+                        f"sentinel monitor mymaster {master.address} 6379 2\n"
+                        f"sentinel down-after-milliseconds mymaster {DOWN_AFTER_MS}\n"
+                        "sentinel failover-timeout mymaster 10000\nsentinel parallel-syncs mymaster 1\n")
+        procs.append(Proc(host.name, host.argv([redis_server_binary(), str(conf), "--sentinel"]), {}, workdir))
+    for host in hosts:
+        client = redis.Redis(host.address, 26379, socket_timeout=5)
+        wait_until(lambda c=client, h=host: h.call(_answers, c), timeout=15, message=f"{host.name} to answer")
+    return ";".join(f"sentinel://{host.address}:26379" for host in hosts) + "/0"
+
+
 def _answers(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -66,9 +87,11 @@ class Site:
     """Redis, beats, workers, targets and a Pyroscope stand-in, each group on its own hosts."""
 
     def __init__(self, network: Network, procs: list[Proc], tmp: Path, *, workers: int = 2, beats: int = 1,
-                 target_hosts: int = 1, targets_per_host: int = 2, **timings: str) -> None:
+                 target_hosts: int = 1, targets_per_host: int = 2, sentinel: bool = False, **timings: str) -> None:
         self.network, self.procs, self.tmp = network, procs, tmp
         self.redis_host, self.store_host = network.add("redis", "store")
+        if sentinel:
+            self.replica_host, *self.sentinel_hosts = network.add("replica", "sentinel1", "sentinel2", "sentinel3")
         self.worker_hosts = network.add(*(f"worker{i}" for i in range(1, workers + 1)))
         self.beat_hosts = network.add(*(f"beat{i}" for i in range(1, beats + 1)))
         self.target_hosts = network.add(*(f"targets{i}" for i in range(1, target_hosts + 1)))
@@ -78,6 +101,17 @@ class Site:
         self.store = self.store_host.call(PyroscopeStandIn, host=self.store_host.address).__enter__()
         self.broker_url = start_redis(self.redis_host, tmp / "redis", procs)
         self.redis = redis.Redis.from_url(self.broker_url, socket_timeout=5)
+        #: where the test reads Redis from
+        self.observer_host = self.redis_host
+        if sentinel:
+            replica_url = start_redis(self.replica_host, tmp / "replica", procs,
+                                      "--replicaof", self.redis_host.address, "6379")
+            replica = redis.Redis.from_url(replica_url, socket_timeout=5)
+            wait_until(lambda: self.replica_host.call(replica.info, "replication").get("master_link_status") == "up",
+                       timeout=30, message="the replica in sync with the master")
+            self.broker_url = start_sentinels(self.sentinel_hosts, self.redis_host, tmp / "sentinels", procs)
+            self.observer_host = self.sentinel_hosts[0]
+            self.redis = self.observer_host.call(connect_redis, self.broker_url)
         self.config = write_config(tmp / "config.yaml", {"fleet": {
             "targets": [{"__address__": t.address, "host": name} for name, ts in self.targets.items() for t in ts],
             "forward_to": ["pyroscope"], "scrape_interval": f"{INTERVAL_S}s", "scrape_timeout": "1s",
@@ -99,8 +133,8 @@ class Site:
                 target.stop()
 
     def observe(self, fn: Callable[..., T], *args: object) -> T:
-        """``fn(redis_client, *args)`` run on the Redis host, where the test's client lives."""
-        return self.redis_host.call(fn, self.redis, *args)
+        """``fn(redis_client, *args)`` run on the host the test's Redis client lives on."""
+        return self.observer_host.call(fn, self.redis, *args)
 
     def scraped_by(self, host: Host, since: float) -> int:
         """Requests the targets got from ``host`` after ``since``."""
@@ -278,3 +312,41 @@ def test_a_store_host_partitioned_past_the_retry_budget_dead_letters_and_replay_
     wait_until(lambda: set(dead) <= set(site.pushed_ids()), timeout=60, interval=0.5,
                message="every dead letter delivered by the replay")
     wait_until(lambda: _drained(site), timeout=60, interval=0.5, message="nothing pending, nothing lost")
+
+
+def _redis_state(client: redis.Redis, offset_field: str) -> dict[str, object]:
+    return {"counters": status.read_counters(client), "offset": client.info("replication")[offset_field],
+            "pending": {i.decode() for i in client.zrange(keys.PENDING, 0, -1)}}
+
+
+def test_losing_the_redis_masters_host_fails_over_and_scraping_resumes_within_a_bounded_time(site_factory) -> None:
+    site = site_factory(sentinel=True, workers=1, targets_per_host=3, SCRAPER_VISIBILITY_TIMEOUT="10")
+    master, replica_host = site.redis_host, site.replica_host
+    old = redis.Redis(master.address, 6379, socket_timeout=5)
+    replica = redis.Redis(replica_host.address, 6379, socket_timeout=5)
+    wait_until(lambda: len(site.pushed_ids()) >= 12, timeout=30, message="profiles flowing through the master")
+
+    master.cut()
+    cut_at = time.time()
+    # What the replica had when the master's host went is what the new master starts from.
+    frozen = replica_host.call(_redis_state, replica, "slave_repl_offset")
+    last = master.call(_redis_state, old, "master_repl_offset")
+    sentinel = redis.Redis(site.sentinel_hosts[0].address, 26379, socket_timeout=5, decode_responses=True)
+    wait_until(lambda: site.observer_host.call(sentinel.sentinel_get_master_addr_by_name, "mymaster")[0]
+               == replica_host.address, timeout=60, interval=0.2, message="the sentinels to promote the replica")
+    promoted_s = time.time() - cut_at
+    # a scrape task emitted before the cut expires within an interval: a later scrape went through the new master
+    first = wait_until(lambda: min((at for ts in site.targets.values() for t in ts for _, _, at in list(t.arrivals)
+                                    if at > cut_at + INTERVAL_S), default=None),
+                       timeout=90, interval=0.2, message="a scrape through the new master")
+    pushed_then = set(site.pushed_ids())
+    wait_until(lambda: set(site.pushed_ids()) - pushed_then, timeout=60, interval=0.2,
+               message="a profile scraped after the failover at the store")
+    delivered_s = time.time() - cut_at
+    lost_scrapes = last["counters"].get("scrapes_done", 0) - frozen["counters"].get("scrapes_done", 0)
+    never_stored = last["pending"] - set(site.pushed_ids())
+    print(f"failover: promoted {promoted_s:.1f}s after the master's host went; first scrape {first - cut_at:.1f}s; "
+          f"first profile at the store {delivered_s:.1f}s; replication lag at the cut "
+          f"{last['offset'] - frozen['offset']} bytes; validated profiles the new master never heard of: "
+          f"{lost_scrapes}; profiles pending on the old master that never reached the store: {len(never_stored)}")
+    assert first - cut_at <= 30
