@@ -11,7 +11,6 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 from .errors import ConfigError
 from .settings import Settings
 
-
 #: Connections a process opens to Redis at most; past them a caller waits for one to be free.
 MAX_CONNECTIONS = 256
 #: Seconds a caller waits for a free connection before redis-py raises ConnectionError.
