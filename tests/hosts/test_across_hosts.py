@@ -24,7 +24,7 @@ from scraper.broker import connect_redis
 from tests.conftest import redis_server_binary, wait_until
 from tests.e2e.processes import Proc, start_beat, start_worker
 from tests.fakes import PprofTarget
-from tests.faults.support import BUILTIN_OFF, write_config
+from tests.faults.support import BUILTIN_OFF, http_get, write_config
 from tests.netns import Host, Network
 from tests.pyroscope_standin import PyroscopeStandIn
 
@@ -350,3 +350,14 @@ def test_losing_the_redis_masters_host_fails_over_and_scraping_resumes_within_a_
           f"{last['offset'] - frozen['offset']} bytes; validated profiles the new master never heard of: "
           f"{lost_scrapes}; profiles pending on the old master that never reached the store: {len(never_stored)}")
     assert first - cut_at <= 30
+    # the CLI and Flower find the new master through the sentinels too
+    shown = json.loads(site.cli(site.worker_hosts[0], "targets", "--json"))
+    assert {row["health"] for row in shown} == {"up"}
+    beat_host = site.beat_hosts[0]
+    flower = Proc("flower", beat_host.argv([sys.executable, "-m", "celery", "-A", "worker", "flower", "--port=5555",
+                                            f"--address={beat_host.address}", "--read_only"]),
+                  site.env(FLOWER_UNAUTHENTICATED_API="1"), site.tmp)
+    site.procs.append(flower)
+    flower.wait_for_output("Visit me at", timeout=60)
+    status_code, body = beat_host.call(http_get, f"http://{beat_host.address}:5555/api/queues/length")
+    assert status_code == 200 and {q["name"] for q in json.loads(body)["active_queues"]} >= {"scrape", "push"}, body

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import redis
 
 from scraper import broker
 from scraper.broker import connect_redis
+from scraper.errors import ConfigError
+from scraper.settings import Settings
+from tests.conftest import free_port, redis_server_binary, wait_until
 
 
 def test_more_simultaneous_redis_calls_than_connections_wait_for_one_instead_of_failing(
@@ -20,3 +25,53 @@ def test_more_simultaneous_redis_calls_than_connections_wait_for_one_instead_of_
         answers = list(pool.map(lambda i: client.blpop([f"empty-{i}"], timeout=0.3), range(16)))
     assert answers == [None] * 16
     assert len(client.connection_pool._connections) <= 4
+
+
+def test_a_sentinel_url_names_every_sentinel_the_masters_password_and_the_database() -> None:
+    where = broker.SentinelURL.parse("sentinel://:s3cret@10.0.0.1:26379;sentinel://:s3cret@10.0.0.2:26380;"
+                                     "sentinel://10.0.0.3/2")
+    assert where.sentinels == [("10.0.0.1", 26379), ("10.0.0.2", 26380), ("10.0.0.3", 26379)]
+    assert where.password == "s3cret"
+    assert where.db == 2
+
+
+def test_a_malformed_sentinel_url_is_refused_naming_the_setting_without_its_password() -> None:
+    with pytest.raises(ConfigError) as refused:
+        broker.SentinelURL.parse("sentinel://:s3cret@10.0.0.1:26379;redis://:s3cret@10.0.0.2:6379")
+    assert "SCRAPER_BROKER_URL" in str(refused.value)
+    assert "redis://10.0.0.2:6379" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+def test_celery_is_told_the_sentinel_master_by_scraper_sentinel_master() -> None:
+    from worker.celery_app import create_app
+
+    app = create_app(Settings(broker_url="sentinel://10.0.0.1:26379;sentinel://10.0.0.2:26379/0",
+                              sentinel_master="scrapers"))
+    assert app.conf.broker_transport_options["master_name"] == "scrapers"
+    assert "master_name" not in create_app(Settings(broker_url="redis://10.0.0.1:6379/0")).conf.broker_transport_options
+
+
+def test_a_sentinel_url_connects_to_the_master_the_sentinels_name(tmp_path: Path) -> None:
+    master_port, sentinel_port = free_port(), free_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+                    f"sentinel monitor scrapers 127.0.0.1 {master_port} 1\n")
+    servers = [subprocess.Popen([redis_server_binary(), "--port", str(master_port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL),
+               subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)]
+    try:
+        client = connect_redis(f"sentinel://127.0.0.1:{sentinel_port}/3", "scrapers")
+
+        def answers() -> bool:
+            try:
+                return bool(client.set("written-through-sentinel", "yes"))
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, timeout=15, message="the master through the sentinel")
+        assert redis.Redis(port=master_port, db=3).get("written-through-sentinel") == b"yes"
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(timeout=10)
