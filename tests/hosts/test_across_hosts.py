@@ -361,3 +361,11 @@ def test_losing_the_redis_masters_host_fails_over_and_scraping_resumes_within_a_
     flower.wait_for_output("Visit me at", timeout=60)
     status_code, body = beat_host.call(http_get, f"http://{beat_host.address}:5555/api/queues/length")
     assert status_code == 200 and {q["name"] for q in json.loads(body)["active_queues"]} >= {"scrape", "push"}, body
+
+    site.beats[0].stop()
+    wait_until(lambda: site.settled()[1] == 0, timeout=60, interval=0.5, message="nothing left pending")
+    validated, _, dead = site.settled()
+    pushed = site.pushed_ids()
+    print(f"after the failover: validated {validated} (as the new master counts), pushed {len(pushed)}, "
+          f"dead-lettered {dead}, pushed twice {sum(n > 1 for n in pushed.values())}")
+    assert validated <= len(pushed) + dead
