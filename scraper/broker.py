@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
 from redis.sentinel import Sentinel, SentinelConnectionPool
@@ -95,10 +96,33 @@ def connect_redis(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
 
 
 def broker_url(settings: Settings) -> str:
-    """The broker URL: ``SCRAPER_BROKER_URL``, else the embedded Redis a ``run`` in the data dir started."""
+    """The broker URL: ``SCRAPER_BROKER_URL`` (with the password of ``SCRAPER_BROKER_PASSWORD_FILE``),
+    else the embedded Redis a ``run`` in the data dir started."""
     if settings.broker_url:
-        return settings.broker_url
+        if settings.broker_password_file is None:
+            return settings.broker_url
+        return _with_password(settings.broker_url, settings.broker_password_file)
     marker = settings.data_dir / "broker-url"
     if marker.exists():
         return marker.read_text().strip()
     return "redis://localhost:6379/0"
+
+
+def _with_password(url: str, password_file: Path) -> str:
+    """``url`` with the password read from ``password_file`` in each of its ``;``-separated parts."""
+    try:
+        password = password_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError([f"SCRAPER_BROKER_PASSWORD_FILE: cannot read {password_file}: {exc.strerror}"],
+                          "environment") from None
+    if not password:
+        raise ConfigError([f"SCRAPER_BROKER_PASSWORD_FILE: {password_file} is empty"], "environment")
+    parts = []
+    for part in url.split(";"):
+        split = urlsplit(part.strip())
+        if split.password is not None:
+            both = "SCRAPER_BROKER_URL has a password and SCRAPER_BROKER_PASSWORD_FILE is set: give the password one way"
+            raise ConfigError([both], "environment")
+        user, _, host = split.netloc.rpartition("@")
+        parts.append(split._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl())
+    return ";".join(parts)

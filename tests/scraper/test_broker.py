@@ -75,3 +75,19 @@ def test_a_sentinel_url_connects_to_the_master_the_sentinels_name(tmp_path: Path
         for server in servers:
             server.terminate()
             server.wait(timeout=10)
+
+
+def test_the_broker_password_comes_from_its_file_into_every_part_of_the_url(tmp_path: Path) -> None:
+    (tmp_path / "redis_password").write_text("p@ss:w/rd\n")
+    settings = Settings(broker_url="sentinel://s1:26379;sentinel://s2:26379/0",
+                        broker_password_file=tmp_path / "redis_password")
+    assert broker.SentinelURL.parse(broker.broker_url(settings)).password == "p@ss:w/rd"
+    plain = Settings(broker_url="redis://redis:6379/0", broker_password_file=tmp_path / "redis_password")
+    assert redis.connection.parse_url(broker.broker_url(plain))["password"] == "p@ss:w/rd"
+
+
+def test_a_password_given_both_in_the_url_and_in_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "redis_password").write_text("from-the-file")
+    with pytest.raises(ConfigError, match="give the password one way"):
+        broker.broker_url(Settings(broker_url="redis://:inline@redis:6379/0",
+                                   broker_password_file=tmp_path / "redis_password"))
