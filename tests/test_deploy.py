@@ -775,3 +775,39 @@ def test_dockerignore_keeps_secrets_the_virtualenv_and_git_out_of_the_build_cont
     patterns = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", ".env", "deploy/secrets"} <= patterns
+
+
+# =========================================================================== deploy/: other hosts
+
+HOST_FILES = {name: REPO / "deploy" / name for name in ("compose.worker-host.yaml", "compose.sentinel.yaml")}
+
+
+@pytest.mark.parametrize("name", sorted(HOST_FILES))
+def test_the_other_hosts_compose_files_are_valid_against_the_compose_specification(name: str) -> None:
+    schema = json.loads((DATA / "compose-spec.json").read_text())
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(HOST_FILES[name].read_text())))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors)
+
+
+def test_a_worker_host_runs_the_same_workers_against_an_external_redis_and_a_beat_only_if_asked(
+        compose: dict[str, Any]) -> None:
+    host = interpolated(yaml.safe_load(HOST_FILES["compose.worker-host.yaml"].read_text()))
+    assert "redis" not in host["services"]
+    assert service_argv(host["services"]["worker"]) == service_argv(compose["services"]["worker"])
+    assert host["services"]["beat"]["profiles"] == ["beat"]
+    for name, service in host["services"].items():
+        env = environment(service)
+        assert urlsplit(env["SCRAPER_BROKER_URL"]).hostname not in (None, "redis", "localhost"), name
+        assert env["SCRAPER_BROKER_PASSWORD_FILE"] in secret_targets(service), name
+        assert (REPO / "deploy" / host["secrets"]["redis_password"]["file"]).is_file()
+        assert (REPO / "deploy" / service["build"]["context"]).resolve() == REPO
+
+
+def test_the_sentinel_variant_names_every_sentinel_and_the_master(compose: dict[str, Any]) -> None:
+    from scraper.broker import SentinelURL
+
+    sentinel = interpolated(yaml.safe_load(HOST_FILES["compose.sentinel.yaml"].read_text()))
+    for name in ("worker", "beat"):
+        env = sentinel["services"][name]["environment"]
+        assert len(SentinelURL.parse(env["SCRAPER_BROKER_URL"]).sentinels) == 3
+        assert env["SCRAPER_SENTINEL_MASTER"] == "mymaster"
