@@ -166,6 +166,8 @@ def site_factory(network: Network, procs: list[Proc], tmp_path: Path) -> Iterato
         return site
 
     yield make
+    for proc in reversed(procs):  # killed, not stopped: a warm shutdown on a cut network only waits
+        proc.kill()
     for site in sites:
         site.close()
 
