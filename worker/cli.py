@@ -26,7 +26,8 @@ examples:
   pprof-scraper targets --health down        targets whose last scrape failed
   pprof-scraper deadletter list              pushes that used up their retries
 
-environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL, SCRAPER_DATA_DIR (default .pprof-scraper),
+environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL (redis://, rediss://, sentinel://h:p;sentinel://h:p/0),
+SCRAPER_BROKER_PASSWORD_FILE, SCRAPER_SENTINEL_MASTER, SCRAPER_DATA_DIR (default .pprof-scraper),
 SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
 SCRAPER_BEAT_LOCK_TTL, SCRAPER_BEAT_SHARD, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
 SCRAPER_READY_IDLE_S, SCRAPER_SECURITY_KEY/_CERTIFICATE/_CERT_STORE, SCRAPER_TRACEMALLOC;
