@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,8 @@ from scraper import broker
 from scraper.broker import connect_redis
 from scraper.errors import ConfigError
 from scraper.settings import Settings
-from tests.conftest import free_port, redis_server_binary, wait_until
+from tests.conftest import wait_until
+from tests.sentinel import loopback_sentinel
 
 
 def test_more_simultaneous_redis_calls_than_connections_wait_for_one_instead_of_failing(
@@ -53,15 +53,8 @@ def test_celery_is_told_the_sentinel_master_by_scraper_sentinel_master() -> None
 
 
 def test_a_sentinel_url_connects_to_the_master_the_sentinels_name(tmp_path: Path) -> None:
-    master_port, sentinel_port = free_port(), free_port()
-    conf = tmp_path / "sentinel.conf"
-    conf.write_text(f"port {sentinel_port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-                    f"sentinel monitor scrapers 127.0.0.1 {master_port} 1\n")
-    servers = [subprocess.Popen([redis_server_binary(), "--port", str(master_port), "--bind", "127.0.0.1",
-                                 "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL),
-               subprocess.Popen([redis_server_binary(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)]
-    try:
-        client = connect_redis(f"sentinel://127.0.0.1:{sentinel_port}/3", "scrapers")
+    with loopback_sentinel(tmp_path, "scrapers") as (url, master_port):
+        client = connect_redis(url, "scrapers")
 
         def answers() -> bool:
             try:
@@ -71,10 +64,6 @@ def test_a_sentinel_url_connects_to_the_master_the_sentinels_name(tmp_path: Path
 
         wait_until(answers, timeout=15, message="the master through the sentinel")
         assert redis.Redis(port=master_port, db=3).get("written-through-sentinel") == b"yes"
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait(timeout=10)
 
 
 def test_the_broker_password_comes_from_its_file_into_every_part_of_the_url(tmp_path: Path) -> None:
