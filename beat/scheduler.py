@@ -83,7 +83,7 @@ class PlanScheduler(Scheduler):
         settings = Settings()
         if settings.config is None:
             raise SystemExit("SCRAPER_CONFIG is not set: point it at the YAML config file")
-        self.redis = connect_redis(broker_url(settings))
+        self.redis = connect_redis(broker_url(settings), settings.sentinel_master)
         self.shard = settings.beat_shard
         self.slots.targets_per_task = settings.targets_per_task
         self.lock = BeatLock(self.redis, settings.beat_lock_ttl, key=keys.sharded(keys.BEAT_LOCK, self.shard))

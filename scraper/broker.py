@@ -2,27 +2,89 @@
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import redis
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
+from .errors import ConfigError
 from .settings import Settings
-
 
 #: Connections a process opens to Redis at most; past them a caller waits for one to be free.
 MAX_CONNECTIONS = 256
 #: Seconds a caller waits for a free connection before redis-py raises ConnectionError.
 CONNECTION_WAIT_S = 30
+#: Seconds a command (or a connection attempt) to a Sentinel-managed master or to a sentinel may
+#: take. A master whose host dies leaves its connections open and silent: without a timeout a call
+#: would wait on it until TCP gives up (~15 min) instead of failing over to the new master.
+SENTINEL_SOCKET_TIMEOUT_S = 5
 
 
-def connect_redis(url: str) -> redis.Redis:
-    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``).
+@dataclass(frozen=True)
+class SentinelURL:
+    """A broker URL in Celery's Sentinel form: ``sentinel://[:password@]host:port[;sentinel://…]/db``."""
+
+    sentinels: list[tuple[str, int]]
+    #: the master's password and user (kombu's meaning: the URL's password is the master's, not the sentinels')
+    password: str | None
+    username: str | None
+    db: int
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelURL:
+        sentinels, password, username, db = [], None, None, 0
+        for part in url.split(";"):
+            parts = urlsplit(part.strip())
+            try:
+                port = parts.port or 26379
+            except ValueError:
+                port = -1
+            if parts.scheme != "sentinel" or not parts.hostname or port < 0:
+                raise ConfigError([f"SCRAPER_BROKER_URL: {_without_password(part)!r} is not sentinel://host:port"],
+                                  "environment")
+            sentinels.append((parts.hostname, port))
+            password = unquote(parts.password) if parts.password else password
+            username = unquote(parts.username) if parts.username else username
+            if parts.path.strip("/"):
+                if not parts.path.strip("/").isdigit():
+                    raise ConfigError([f"SCRAPER_BROKER_URL: the database {parts.path.strip('/')!r} is not a number"],
+                                      "environment")
+                db = int(parts.path.strip("/"))
+        return cls(sentinels, password, username, db)
+
+
+def _without_password(url: str) -> str:
+    parts = urlsplit(url.strip())
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith("sentinel://")
+
+
+class _BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
+    """Connections to whichever server the sentinels name master, in a pool that waits when all are
+    busy, as the pool of a plain URL does."""
+
+
+def connect_redis(url: str, sentinel_master: str = "mymaster") -> redis.Redis:
+    """A Redis client for a broker URL as Celery writes it (``redis://``, ``rediss://``, ``redis+socket://``,
+    or ``sentinel://`` with the master named ``sentinel_master``).
 
     Its pool blocks when all its connections are busy: redis-py's default pool raises "Too many
     connections" past 100, which a worker's greenlets reached when the CPU was saturated.
     """
     parts = urlsplit(url)
     options = {"max_connections": MAX_CONNECTIONS, "timeout": CONNECTION_WAIT_S, "health_check_interval": 30}
+    if is_sentinel(url):
+        where = SentinelURL.parse(url)
+        timeouts = {"socket_timeout": SENTINEL_SOCKET_TIMEOUT_S, "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_S}
+        sentinel = Sentinel(where.sentinels, sentinel_kwargs=timeouts, password=where.password,
+                            username=where.username, db=where.db, **timeouts)
+        return sentinel.master_for(sentinel_master, redis_class=redis.Redis,
+                                   connection_pool_class=_BlockingSentinelConnectionPool, **options)
     if parts.scheme in ("redis+socket", "unix", "socket"):
         query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
         pool = redis.BlockingConnectionPool(connection_class=redis.UnixDomainSocketConnection,
@@ -34,10 +96,33 @@ def connect_redis(url: str) -> redis.Redis:
 
 
 def broker_url(settings: Settings) -> str:
-    """The broker URL: ``SCRAPER_BROKER_URL``, else the embedded Redis a ``run`` in the data dir started."""
+    """The broker URL: ``SCRAPER_BROKER_URL`` (with the password of ``SCRAPER_BROKER_PASSWORD_FILE``),
+    else the embedded Redis a ``run`` in the data dir started."""
     if settings.broker_url:
-        return settings.broker_url
+        if settings.broker_password_file is None:
+            return settings.broker_url
+        return _with_password(settings.broker_url, settings.broker_password_file)
     marker = settings.data_dir / "broker-url"
     if marker.exists():
         return marker.read_text().strip()
     return "redis://localhost:6379/0"
+
+
+def _with_password(url: str, password_file: Path) -> str:
+    """``url`` with the password read from ``password_file`` in each of its ``;``-separated parts."""
+    try:
+        password = password_file.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError([f"SCRAPER_BROKER_PASSWORD_FILE: cannot read {password_file}: {exc.strerror}"],
+                          "environment") from None
+    if not password:
+        raise ConfigError([f"SCRAPER_BROKER_PASSWORD_FILE: {password_file} is empty"], "environment")
+    parts = []
+    for part in url.split(";"):
+        split = urlsplit(part.strip())
+        if split.password is not None:
+            both = "SCRAPER_BROKER_URL has a password and SCRAPER_BROKER_PASSWORD_FILE is set: give the password one way"
+            raise ConfigError([both], "environment")
+        user, _, host = split.netloc.rpartition("@")
+        parts.append(split._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl())
+    return ";".join(parts)

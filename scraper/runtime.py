@@ -52,7 +52,7 @@ class Runtime:
             raise ConfigError(["SCRAPER_CONFIG is not set: point it at the YAML config file"], "environment")
         self.settings = settings
         self.source = ConfigSource(settings.config)
-        self.redis = connect_redis(broker_url(settings))
+        self.redis = connect_redis(broker_url(settings), settings.sentinel_master)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._clients: dict[str, tuple[object, TargetClient]] = {}
         self._receivers: dict[str, tuple[object, Receiver]] = {}

@@ -18,6 +18,11 @@ class Settings(BaseSettings):
     #: the Redis URL used as Celery broker and for status, locks and bodies; unset means
     #: ``pprof-scraper run`` starts its own Redis in ``data_dir``
     broker_url: str | None = None
+    #: a file holding the password of ``broker_url`` (its Redis, or with Sentinel its master), so
+    #: the password is in no environment variable or URL a process shows
+    broker_password_file: Path | None = None
+    #: the master's name at the sentinels when ``broker_url`` is ``sentinel://…``
+    sentinel_master: str = Field(default="mymaster", min_length=1)
     #: where ``pprof-scraper run`` keeps its embedded Redis (socket, append-only file)
     data_dir: Path = Path(".pprof-scraper")
     #: port of the HTTP server for /metrics, /targets, /-/healthy, /-/ready; unset means off

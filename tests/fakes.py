@@ -30,15 +30,17 @@ class PprofTarget:
     """A pprof endpoint that answers like Go: holds ``?seconds=N`` requests N seconds, refuses a
     second concurrent CPU profile with Go's 500, and counts what it served."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.served: Counter[str] = Counter()
         self.cpu_overlaps = 0
         self.requests: list[tuple[str, dict[str, str]]] = []
+        #: (path, client address, Unix time) of every request: who scraped what, when
+        self.arrivals: list[tuple[str, str, float]] = []
         self._cpu_busy = threading.Lock()
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.server = ThreadingHTTPServer((host, 0), self._handler())
         self.server.daemon_threads = True
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.address = f"{host}:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -52,6 +54,7 @@ class PprofTarget:
                 url = urlsplit(self.path)
                 with target._lock:
                     target.requests.append((url.path, {k.lower(): v for k, v in self.headers.items()}))
+                    target.arrivals.append((url.path, self.client_address[0], time.time()))
                 name = GO_BODIES.get(url.path)
                 if name is None:
                     self._answer(404, b"404 page not found\n", "text/plain; charset=utf-8")

@@ -187,10 +187,10 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
 
-    def __init__(self, standin: PyroscopeStandIn, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, standin: PyroscopeStandIn, tls: ssl.SSLContext | None, host: str) -> None:
         self.standin = standin
         self.tls = tls
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((host, 0), _Handler)
 
     def get_request(self) -> tuple[Any, Any]:
         sock, address = super().get_request()
@@ -204,7 +204,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class PyroscopeStandIn:
-    """A Pyroscope stand-in on a free port of 127.0.0.1; use as a context manager."""
+    """A Pyroscope stand-in on a free port of ``host`` (127.0.0.1); use as a context manager."""
 
     def __init__(
         self,
@@ -213,6 +213,7 @@ class PyroscopeStandIn:
         basic_auth: tuple[str, str] | None = None,
         bearer_token: str | None = None,
         tenant: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.basic_auth = basic_auth
         self.bearer_token = bearer_token
@@ -222,14 +223,14 @@ class PyroscopeStandIn:
         self._lock = threading.Lock()
         self._release = threading.Event()
         self._release.set()
-        self._server = _Server(self, tls)
+        self._server = _Server(self, tls, host)
         # a short poll interval keeps shutdown() quick
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="pyroscope-standin", daemon=True
         )
         scheme = "https" if tls is not None else "http"
         self.port = self._server.server_address[1]
-        self.url = f"{scheme}://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://{host}:{self.port}"
 
     def __enter__(self) -> PyroscopeStandIn:
         self._thread.start()

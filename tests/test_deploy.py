@@ -542,14 +542,49 @@ def test_healthcheck_passes_on_200_and_fails_otherwise(compose: dict[str, Any], 
 # =========================================================================== compose.yaml: redis
 
 
+def redis_server_argv(redis: dict[str, Any]) -> list[str]:
+    """The ``redis-server`` arguments of the redis service (run by the image's entrypoint script or not)."""
+    [argv] = [argv for argv in invocations(service_argv(redis)) if "redis-server" in argv]
+    return argv[argv.index("redis-server") + 1:]
+
+
 def test_redis_appends_every_write_and_never_evicts(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
     assert redis["image"] == "redis:7"
-    args = as_argv(redis["command"])
+    args = redis_server_argv(redis)
     assert option_values(args, "--appendonly") == ["yes"]
     assert option_values(args, "--maxmemory-policy") == ["noeviction"]
     assert any(target == "/data" for _s, target, _m in volume_mounts(redis)), "redis' /data must be a volume"
-    assert healthcheck_argv(redis["healthcheck"]["test"]) == ["redis-cli", "ping"]
+
+
+def test_redis_requires_the_password_of_its_secret_and_every_process_reads_the_same_file(
+        compose: dict[str, Any], tmp_path: Path) -> None:
+    redis = compose["services"]["redis"]
+    # "-" last: redis-server reads stdin as config only as its first or last argument, and the
+    # image's entrypoint puts options in front of the first
+    assert redis_server_argv(redis)[-1] == "-", "the password reaches redis-server as its config on standard input"
+    assert "/run/secrets/redis_password" in secret_targets(redis)
+    # run the container's script against a stand-in docker-entrypoint.sh that records what it gets
+    secret, record = tmp_path / "redis_password", tmp_path / "redis-server-got"
+    secret.write_text("0123abcd\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker-entrypoint.sh").write_text(f"#!/bin/sh\n{{ echo \"$*\"; cat; }} > {shlex.quote(str(record))}\n")
+    (bin_dir / "docker-entrypoint.sh").chmod(0o755)
+    argv = [a.replace("/run/secrets/redis_password", str(secret)) for a in service_argv(redis)]
+    done = subprocess.run(argv, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    args, config = record.read_text().split("\n", 1)
+    assert args.startswith("redis-server ") and args.endswith(" -") and "0123abcd" not in args
+    assert config == 'requirepass "0123abcd"\n'
+    # the healthcheck authenticates (a Redis with a password answers an anonymous PING with NOAUTH)
+    health = healthcheck_argv(redis["healthcheck"]["test"])
+    assert "REDISCLI_AUTH" in health[-1] and "/run/secrets/redis_password" in health[-1] and "PONG" in health[-1]
+    for name in PROJECT_SERVICES | {"config-check"}:
+        service = compose["services"][name]
+        assert environment(service)["SCRAPER_BROKER_PASSWORD_FILE"] == "/run/secrets/redis_password", name
+        assert "/run/secrets/redis_password" in secret_targets(service), name
 
 
 def test_every_service_reaches_the_same_redis(compose: dict[str, Any]) -> None:
@@ -742,3 +777,39 @@ def test_dockerignore_keeps_secrets_the_virtualenv_and_git_out_of_the_build_cont
     patterns = {line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()
                 if line.strip() and not line.startswith("#")}
     assert {".git", ".venv", ".env", "deploy/secrets"} <= patterns
+
+
+# =========================================================================== deploy/: other hosts
+
+HOST_FILES = {name: REPO / "deploy" / name for name in ("compose.worker-host.yaml", "compose.sentinel.yaml")}
+
+
+@pytest.mark.parametrize("name", sorted(HOST_FILES))
+def test_the_other_hosts_compose_files_are_valid_against_the_compose_specification(name: str) -> None:
+    schema = json.loads((DATA / "compose-spec.json").read_text())
+    errors = list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(HOST_FILES[name].read_text())))
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path)) or '(top)'}: {e.message}" for e in errors)
+
+
+def test_a_worker_host_runs_the_same_workers_against_an_external_redis_and_a_beat_only_if_asked(
+        compose: dict[str, Any]) -> None:
+    host = interpolated(yaml.safe_load(HOST_FILES["compose.worker-host.yaml"].read_text()))
+    assert "redis" not in host["services"]
+    assert service_argv(host["services"]["worker"]) == service_argv(compose["services"]["worker"])
+    assert host["services"]["beat"]["profiles"] == ["beat"]
+    for name, service in host["services"].items():
+        env = environment(service)
+        assert urlsplit(env["SCRAPER_BROKER_URL"]).hostname not in (None, "redis", "localhost"), name
+        assert env["SCRAPER_BROKER_PASSWORD_FILE"] in secret_targets(service), name
+        assert (REPO / "deploy" / host["secrets"]["redis_password"]["file"]).is_file()
+        assert (REPO / "deploy" / service["build"]["context"]).resolve() == REPO
+
+
+def test_the_sentinel_variant_names_every_sentinel_and_the_master(compose: dict[str, Any]) -> None:
+    from scraper.broker import SentinelURL
+
+    sentinel = interpolated(yaml.safe_load(HOST_FILES["compose.sentinel.yaml"].read_text()))
+    for name in ("worker", "beat"):
+        env = sentinel["services"][name]["environment"]
+        assert len(SentinelURL.parse(env["SCRAPER_BROKER_URL"]).sentinels) == 3
+        assert env["SCRAPER_SENTINEL_MASTER"] == "mymaster"

@@ -10,7 +10,7 @@ from celery.exceptions import ImproperlyConfigured, SecurityError
 from celery.signals import after_setup_logger
 from kombu import Exchange, Queue
 
-from scraper.broker import broker_url
+from scraper.broker import SENTINEL_SOCKET_TIMEOUT_S, broker_url, is_sentinel
 from scraper.errors import ConfigError
 from scraper.keys import PUSH_QUEUE, SCRAPE_QUEUE
 from scraper.settings import Settings
@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         # One message reserved per greenlet slot: a deep prefetch would let scrapes age in
         # memory past their expiry, and late-acked pushes sit unacked in Redis meanwhile.
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         # Greenlets that publish push tasks share the producer pool.
@@ -50,6 +50,20 @@ def create_app(settings: Settings | None = None) -> Celery:
     )
     _sign_messages_if_asked(app, settings)
     return app
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    """Kombu's options for the broker connection; with Sentinel, the master's name and timeouts that
+    let a connection to a dead master fail, so that the worker asks the sentinels for the new one."""
+    options: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout}
+    if is_sentinel(broker_url(settings)):
+        # health_check_interval also bounds how long a BRPOP may wait on a silent master (kombu drops
+        # it after brpop_timeout + twice this): the default 25 s would keep a worker away for 51 s.
+        options.update(master_name=settings.sentinel_master, socket_timeout=SENTINEL_SOCKET_TIMEOUT_S,
+                       socket_connect_timeout=SENTINEL_SOCKET_TIMEOUT_S, health_check_interval=SENTINEL_SOCKET_TIMEOUT_S,
+                       sentinel_kwargs={"socket_timeout": SENTINEL_SOCKET_TIMEOUT_S,
+                                        "socket_connect_timeout": SENTINEL_SOCKET_TIMEOUT_S})
+    return options
 
 
 def _sign_messages_if_asked(app: Celery, settings: Settings) -> None:

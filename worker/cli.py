@@ -28,7 +28,8 @@ examples:
   pprof-scraper deadletter list              pushes that used up their retries
   pprof-scraper top FILE --sample-type cpu   the top functions of a stored profile
 
-environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL, SCRAPER_DATA_DIR (default .pprof-scraper),
+environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL (redis://, rediss://, sentinel://h:p;sentinel://h:p/0),
+SCRAPER_BROKER_PASSWORD_FILE, SCRAPER_SENTINEL_MASTER, SCRAPER_DATA_DIR (default .pprof-scraper),
 SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
 SCRAPER_BEAT_LOCK_TTL, SCRAPER_BEAT_SHARD, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
 SCRAPER_READY_IDLE_S, SCRAPER_SECURITY_KEY/_CERTIFICATE/_CERT_STORE, SCRAPER_TRACEMALLOC;
@@ -109,7 +110,8 @@ def cmd_targets(args: argparse.Namespace) -> int:
     from scraper import keys, status, status_view
     from scraper.broker import broker_url, connect_redis
 
-    client = connect_redis(broker_url(_settings()))
+    settings = _settings()
+    client = connect_redis(broker_url(settings), settings.sentinel_master)
     if args.dropped:
         rows = [{"job": job.decode(), **entry}
                 for key in sorted(client.scan_iter(match=keys.DROPPED + "*"))  # every beat shard's
@@ -139,7 +141,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     from scraper.broker import broker_url, connect_redis
 
     settings = _settings()
-    client = connect_redis(broker_url(settings))
+    client = connect_redis(broker_url(settings), settings.sentinel_master)
     now = time.time()
     if args.action == "list":
         for entry in delivery.list_dead_letters(client, limit=args.limit):

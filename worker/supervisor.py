@@ -21,7 +21,7 @@ from scraper import keys, status
 from scraper.config import Config, FileReceiverConfig, load_config
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
 from scraper.embedded_redis import EmbeddedRedis
-from scraper.broker import connect_redis
+from scraper.broker import broker_url, connect_redis
 from scraper.settings import Settings
 
 log = logging.getLogger("pprof-scraper.run")
@@ -151,7 +151,7 @@ class Supervisor:
 
     def watch(self, config: Config, broker: str) -> None:
         """Log progress every interval and restart children that die, until asked to stop."""
-        client = connect_redis(broker)
+        client = connect_redis(broker_url(self.settings), self.settings.sentinel_master)  # with its password file
         interval = min((job.scrape_interval.total_seconds() for job in config.scrape.values()), default=15.0)
         previous = status.read_counters(client)
         next_report = time.monotonic() + interval
@@ -218,7 +218,7 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
         config, broker, http_port = supervisor.start()
         from scraper.httpserver import start_http_server
 
-        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker), config=lambda: config)
+        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker, settings.sentinel_master), config=lambda: config)
         log.info("serving /metrics, /targets and /debug/pprof on http://127.0.0.1:%d", port)
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from tests.conftest import wait_until
@@ -51,15 +52,17 @@ def scraper_env(redis_url: str, config: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], logdir: Path, name: str = "worker", concurrency: int = 20) -> Proc:
-    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "gevent", "-c", str(concurrency),
+def start_worker(env: dict[str, str], logdir: Path, name: str = "worker", concurrency: int = 20,
+                 on: Sequence[str] = ()) -> Proc:
+    """A gevent worker of both queues; ``on``: a command prefix that runs it elsewhere (``ip netns exec``)."""
+    proc = Proc(name, [*on, sys.executable, "-m", "celery", "-A", "worker", "worker", "-P", "gevent", "-c", str(concurrency),
                        "-Q", "scrape,push", "-n", f"{name}@%h", "-l", "INFO", "--without-mingle", "--without-gossip"],
                 env, logdir)
     proc.wait_for_output("ready.")
     return proc
 
 
-def start_beat(env: dict[str, str], logdir: Path, name: str = "beat") -> Proc:
-    proc = Proc(name, [sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO", "--pidfile="], env, logdir)
+def start_beat(env: dict[str, str], logdir: Path, name: str = "beat", on: Sequence[str] = ()) -> Proc:
+    proc = Proc(name, [*on, sys.executable, "-m", "celery", "-A", "worker", "beat", "-l", "INFO", "--pidfile="], env, logdir)
     proc.wait_for_output("beat: Starting")
     return proc
