@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,19 @@ class EmbeddedRedis:
         except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
             return False
 
-    def stop(self) -> None:
-        """Shut Redis down, flushing the append-only file first."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Shut Redis down, flushing the append-only file first; kill it after ``timeout_s``."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown()
+            # No retries: the server closing the connection is SHUTDOWN working, and redis-py's
+            # default retries would spend seconds reconnecting to a server that is gone.
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout_s,
+                        retry=Retry(NoBackoff(), 0)).shutdown()
         except (redis.ConnectionError, redis.ResponseError):
             pass  # the server closes the connection as it exits
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -108,6 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._pprof(url.path, query)
             else:
                 self._send(404, b"not found; see / for what this server serves\n", _TEXT)
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away (a scraper stopping mid-profile): handle_error keeps it quiet
         except Exception:
             logger.exception("internal error serving %s", url.path)
             self._send(500, b"internal error; see the server's log\n", _TEXT)

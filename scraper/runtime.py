@@ -60,6 +60,9 @@ class Runtime:
         self.validate_off_hub = OffTheHub(threads=1, max_waiting=VALIDATIONS_WAITING)
         self.write_off_hub = OffTheHub(threads=FILE_WRITERS)
         self._file_batches = threading.BoundedSemaphore(FILE_WRITERS)
+        #: fetches running now, and whether the process is stopping (see :meth:`abandon_scrapes`)
+        self._fetching: set[gevent.Greenlet] = set()
+        self._abandoning = False
         for warning in self.source.get().warnings():
             log.warning("%s", warning)
 
@@ -104,26 +107,48 @@ class Runtime:
         errors: list[Exception] = []
         quick: list[gevent.Greenlet] = []
         held: list[gevent.Greenlet] = []
+        abandoned = 0
         for labels, at in zip(targets, slots):
             try:
                 specs = self.specs(job, labels, profile_types)
             except Exception as exc:  # noqa: BLE001 - the caller re-raises once the others are pushed
                 errors.append(exc)
                 continue
+            if self._abandoning:
+                abandoned += len(specs)
+                continue
             for spec in specs:
                 (held if spec.delta_seconds else quick).append(gevent.spawn(outcome, self.fetch, spec, at))
+        self._fetching.update(quick + held)
         results: list[ScrapeResult] = []
         for phase in (quick, held):
             gevent.joinall(phase)
-            fetched = [g.value for g in phase if not isinstance(g.value, Exception)]
+            self._fetching.difference_update(phase)
+            # a fetch killed by abandon_scrapes ends with GreenletExit, neither a result nor an error
+            fetched = [g.value for g in phase if isinstance(g.value, ScrapeResult)]
             errors += [g.value for g in phase if isinstance(g.value, Exception)]
+            abandoned += sum(1 for g in phase if not isinstance(g.value, (ScrapeResult, Exception)))
             try:
                 self.record(fetched)
             except Exception as exc:  # noqa: BLE001 - as above
                 errors.append(exc)
                 continue
             results += fetched
+        if abandoned:
+            try:
+                status.incr_counter(self.redis, "scrapes_abandoned", abandoned)
+            except Exception as exc:  # noqa: BLE001 - as above
+                errors.append(exc)
         return results, errors
+
+    def abandon_scrapes(self) -> None:
+        """The process is stopping: end the fetches in flight now (a CPU profile would hold a warm
+        shutdown for its whole window) and start no more; :meth:`scrape` counts them as
+        ``scrapes_abandoned`` and still records and pushes what was already in. Safe from a signal
+        handler: the kills are scheduled, not waited for."""
+        self._abandoning = True
+        for greenlet in list(self._fetching):
+            greenlet.kill(block=False)
 
     def specs(self, job: str, target_labels: dict[str, str], profile_types: list[str]) -> list[ScrapeSpec]:
         """The specs of ``profile_types`` of one target, rebuilt from this process's config (ConfigError

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,6 +92,44 @@ write:
                        message="every profile queued before Ctrl-C to land after the re-run")
         finally:
             interrupt(rerun)
+    assert processes_mentioning(str(tmp_path)) == []
+
+
+@contextmanager
+def a_core_kept_busy() -> Iterator[None]:
+    """Another process spinning on a core for the test's length (bounded, in case the test dies)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 300\nwhile time.time() < end: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def test_ctrl_c_on_a_busy_machine_abandons_a_cpu_profile_in_flight_and_says_so_in_one_line(tmp_path: Path) -> None:
+    with pprof_target() as target, a_core_kept_busy():
+        (tmp_path / "c.yaml").write_text(f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{target.address}"}}]
+    forward_to: [files]
+write:
+  files: {{type: file, path: "{tmp_path / 'profiles'}"}}
+""")
+        run = start_run(tmp_path, "--config", "c.yaml")
+        try:
+            wait_until(lambda: any(path == "/debug/pprof/profile" for path, _ in target.requests), timeout=60,
+                       message="a 14 s CPU profile in flight")
+        finally:
+            took = interrupt(run)
+    log = (tmp_path / "run.log").read_text()
+    assert run.returncode == 0, log[-3000:]
+    assert took < 10
+    assert "Traceback" not in log and "Error" not in log, log[-5000:]
+    last = log.strip().splitlines()[-1]
+    assert re.search(r"stopped in \d+\.\ds: 1 scrape in flight abandoned .*; \d+ push(es)? of \d+ profiles? kept in "
+                     + re.escape(str(tmp_path / ".pprof-scraper")), last), last
+    assert target.served["/debug/pprof/profile"] == 0
     assert processes_mentioning(str(tmp_path)) == []
 
 
