@@ -12,7 +12,7 @@ import redis
 from pydantic import ValidationError
 
 from scraper.config import Config, load_config
-from scraper.errors import ConfigError
+from scraper.errors import ConfigError, StartupError
 from scraper.plan import make_plan, plan
 from scraper.settings import Settings
 
@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis ({exc}); set SCRAPER_BROKER_URL, or start `pprof-scraper run` "
               "in this directory first", file=sys.stderr)

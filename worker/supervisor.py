@@ -5,6 +5,7 @@ every interval. Ctrl-C or SIGTERM stops everything within 10 s and leaves no pro
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import logging
 import os
 import shutil
@@ -23,6 +24,7 @@ from scraper import keys, status
 from scraper.config import Config, FileReceiverConfig, load_config
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
 from scraper.embedded_redis import EmbeddedRedis
+from scraper.errors import StartupError
 from scraper.broker import connect_redis
 from scraper.settings import Settings
 
@@ -33,6 +35,8 @@ log = logging.getLogger("pprof-scraper.run")
 #: BlockingSwitchOutError traceback and is no faster than SIGKILL for what it loses (nothing: a
 #: push not acknowledged is redone).
 WARM_SHUTDOWN_S = 6.0
+#: Where run's HTTP endpoints listen.
+HTTP_HOST = "127.0.0.1"
 #: How long the embedded Redis gets to flush its append-only file and exit.
 REDIS_SHUTDOWN_S = 2.0
 
@@ -49,28 +53,45 @@ def _die_with_parent() -> None:
         pass
 
 
-def _port_free(port: int) -> bool:
+def _port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _free_port() -> int:
+def _free_port(host: str) -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return sock.getsockname()[1]
 
 
-def _pick_ports(first: int, count: int) -> list[int]:
-    """``count`` free ports, from ``first`` upwards when those are free, else any free ones."""
-    wanted = list(range(first, first + count))
-    if all(_port_free(p) for p in wanted):
-        return wanted
-    return [_free_port() for _ in range(count)]
+def pick_ports(host: str, requested: int | None, count: int) -> list[int]:
+    """Ports for the run and its ``count - 1`` workers: ``requested`` (6060 when None) and the next
+    ones up; 0 means any free ones. A taken port is never moved silently: an explicit one is an
+    error, the default one (and any worker's) is replaced by a free one with a warning naming it."""
+    if requested == 0:
+        return [_free_port(host) for _ in range(count)]
+    first = requested or DEFAULT_RUN_HTTP_PORT
+    if not _port_free(host, first):
+        if requested is not None:
+            raise StartupError(f"port {first} on {host} is taken: stop what serves it, or set SCRAPER_HTTP_PORT "
+                               "to a free port (0: any)")
+        chosen = _free_port(host)
+        log.warning("port %d on %s is taken (another run, or a program's own pprof server?); this run serves on "
+                    "%d instead (SCRAPER_HTTP_PORT chooses)", first, host, chosen)
+        return [chosen] + [_free_port(host) for _ in range(count - 1)]
+    ports = [first]
+    for port in range(first + 1, first + count):
+        if _port_free(host, port):
+            ports.append(port)
+        else:
+            ports.append(_free_port(host))
+            log.warning("port %d on %s is taken; worker%d serves on %d instead", port, host, len(ports) - 1, ports[-1])
+    return ports
 
 
 @dataclass
@@ -112,12 +133,14 @@ class Supervisor:
         self.redis_server: EmbeddedRedis | None = None
         self.broker: str | None = None
         self.stopping = threading.Event()
+        #: set once everything runs: a run that failed to start says only why, not "stopped"
+        self.started = False
+        self._made_data_dir = False
+        self._lock_file: object | None = None
 
     # ---------------------------------------------------------------- start
 
     def _config(self, ports: list[int]) -> tuple[Path, Config]:
-        if self.config_path is not None:
-            return self.config_path.resolve(), load_config(self.config_path)
         path = self.data_dir / "builtin-config.yaml"
         targets = [("run", ports[0])] + [(f"worker{i}", p) for i, p in enumerate(ports[1:], 1)]
         path.write_text(builtin_config_yaml(targets, self.settings.tracemalloc))
@@ -125,19 +148,45 @@ class Supervisor:
                  "give your own with --config FILE (start from `pprof-scraper init`)", path)
         return path, load_config(path)
 
+    def _take_data_dir(self) -> None:
+        """Make the data dir if needed and hold its lock for the run's life; a second run here is refused
+        before it touches anything (the config, the metrics files, Redis) of the first."""
+        self._made_data_dir = not self.data_dir.exists()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lock = (self.data_dir / "run.lock").open("a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            lock.close()
+            raise StartupError(f"another `pprof-scraper run` (pid {holder}) is using {self.data_dir}: stop it first, "
+                               "or give this one its own SCRAPER_DATA_DIR") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        self._lock_file = lock
+
     def _broker(self) -> str:
         if self.settings.broker_url:
             log.info("using the broker at SCRAPER_BROKER_URL")
             return self.settings.broker_url
         self.redis_server = EmbeddedRedis(self.data_dir)
-        self.redis_server.start()
+        try:
+            self.redis_server.start()
+        except (RuntimeError, FileNotFoundError) as exc:
+            raise StartupError(str(exc)) from None
         (self.data_dir / "broker-url").write_text(self.redis_server.url + "\n")
         return self.redis_server.url
 
-    def start(self) -> tuple[Config, str, int]:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        ports = _pick_ports(self.settings.http_port or DEFAULT_RUN_HTTP_PORT, self.workers + 1)
-        config_path, config = self._config(ports)
+    def start(self) -> tuple[Config, str, list[int]]:
+        """Start Redis, beat and the workers; return the config, the broker URL and the HTTP ports
+        (the run's own first). A StartupError or ConfigError leaves nothing behind."""
+        # A config given is checked before anything is made: its errors leave no data dir behind.
+        given = (self.config_path.resolve(), load_config(self.config_path)) if self.config_path else None
+        self._take_data_dir()
+        ports = pick_ports(HTTP_HOST, self.settings.http_port, self.workers + 1)
+        config_path, config = given or self._config(ports)
         broker = self.broker = self._broker()
         metrics_dir = self.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -158,7 +207,7 @@ class Supervisor:
             ))
         for child in self.children:
             child.start()
-        return config, broker, ports[0]
+        return config, broker, ports
 
     # ---------------------------------------------------------------- watch
 
@@ -215,11 +264,15 @@ class Supervisor:
             child.signal(signal.SIGKILL)
             if child.process is not None:
                 child.process.wait()
-        summary = self._left_behind(client, before, killed)
+        summary = self._left_behind(client, before, killed) if self.started else ""
         if self.redis_server is not None:
             self.redis_server.stop(timeout_s=REDIS_SHUTDOWN_S)
-        if self.broker is not None:  # started: a startup error says why on its own line
+        if self.started:
             log.info("stopped in %.1fs%s", time.monotonic() - began, summary)
+        elif self._made_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)  # a run that never started leaves nothing behind
+        if self._lock_file is not None:
+            self._lock_file.close()
 
     @staticmethod
     def _counters(client: redis.Redis | None) -> dict[str, int] | None:
@@ -260,11 +313,17 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
     signal.signal(signal.SIGTERM, on_signal)
     trace_allocations(settings.tracemalloc)
     try:
-        config, broker, http_port = supervisor.start()
+        config, broker, ports = supervisor.start()
         from scraper.httpserver import start_http_server
 
-        _, port = start_http_server(http_port, redis_factory=lambda: connect_redis(broker))
-        log.info("serving /metrics, /targets and /debug/pprof on http://127.0.0.1:%d", port)
+        try:
+            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=HTTP_HOST)
+        except OSError as exc:
+            raise StartupError(f"cannot serve HTTP on {HTTP_HOST}:{ports[0]}: {exc.strerror}; set SCRAPER_HTTP_PORT "
+                               "to a free port (0: any)") from None
+        supervisor.started = True
+        log.info("serving /metrics, /targets and /debug/pprof on http://%s:%d (workers: ports %s)", HTTP_HOST, port,
+                 ", ".join(map(str, ports[1:])))
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):
                 log.info("profiles land in %s (receiver %r)", receiver.path.resolve(), name)

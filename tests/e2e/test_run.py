@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +149,72 @@ def test_run_with_no_config_scrapes_itself_into_profiles(tmp_path: Path) -> None
         interrupt(run)
     log = (tmp_path / "run.log").read_text()
     assert "scraping this run's own processes" in log
+    assert "Traceback" not in log  # not even from a self-profile whose scraper stopped mid-request
     assert f"profiles land in {tmp_path / 'profiles'}" in log
     sidecar = json.loads(next((tmp_path / "profiles").rglob("*.json")).read_text())
     assert sidecar["labels"]["service_name"] == "pprof-scraper"
+
+
+def run_to_the_end(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`pprof-scraper run` expected to stop by itself (a startup error)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
+    return subprocess.run([CLI, "run", "--workers", "1", *args], cwd=workdir, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors and expected in errors[0], result.stderr
+    assert "Traceback" not in result.stderr and "stopped" not in result.stderr, result.stderr
+
+
+def test_run_with_a_missing_config_says_so_in_one_line_and_leaves_no_data_directory(tmp_path: Path) -> None:
+    result = run_to_the_end(tmp_path, "--config", "missing.yaml")
+    assert_one_error_line(result, "missing.yaml is invalid")
+    assert "cannot read missing.yaml" in result.stderr
+    assert not (tmp_path / ".pprof-scraper").exists()
+
+
+def test_a_second_run_in_the_same_directory_is_refused_and_the_first_carries_on(tmp_path: Path) -> None:
+    first = start_run(tmp_path)
+    try:
+        wait_until(lambda: "running beat and 1 workers" in (tmp_path / "run.log").read_text(), timeout=60,
+                   message="the first run to be up")
+        config_before = (tmp_path / ".pprof-scraper" / "builtin-config.yaml").read_text()
+        second = run_to_the_end(tmp_path, SCRAPER_HTTP_PORT="0")
+        assert_one_error_line(second, f"another `pprof-scraper run` (pid {first.pid}) is using "
+                                      f"{tmp_path / '.pprof-scraper'}")
+        assert (tmp_path / ".pprof-scraper" / "builtin-config.yaml").read_text() == config_before
+        assert first.poll() is None
+    finally:
+        interrupt(first)
+    assert first.returncode == 0
+
+
+def test_a_taken_http_port_is_an_error_when_asked_for_and_a_named_move_when_it_is_the_default(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_to_the_end(tmp_path, SCRAPER_HTTP_PORT=str(port))
+        assert_one_error_line(result, f"port {port} on 127.0.0.1 is taken")
+        assert not (tmp_path / ".pprof-scraper").exists()
+    with socket.socket() as default:
+        default.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            default.bind(("127.0.0.1", 6060))
+            default.listen()
+        except OSError:
+            pass  # taken already, by someone else: the case under test all the same
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
+        run = subprocess.Popen([CLI, "run", "--workers", "1"], cwd=tmp_path, env=env,
+                               stdout=(tmp_path / "run.log").open("wb"), stderr=subprocess.STDOUT)
+        try:
+            moved = wait_until(lambda: re.search(r"port 6060 on 127.0.0.1 is taken .* serves on (\d+) instead",
+                                                 (tmp_path / "run.log").read_text()), timeout=60,
+                               message="a warning naming the port chosen instead")
+            wait_until(lambda: f"on http://127.0.0.1:{moved.group(1)} " in (tmp_path / "run.log").read_text(),
+                       timeout=60, message="the run serving on the port it named")
+        finally:
+            interrupt(run)
