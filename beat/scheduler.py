@@ -113,8 +113,9 @@ class PlanScheduler(Scheduler):
 
     def ready(self) -> tuple[bool, str]:
         """Not ready while the last config change is refused: the reason says which problems to fix."""
-        if self.source.last_error:
-            return False, f"a config reload was refused, the last good config stays in force: {self.source.last_error}"
+        ok, reason = self.source.ready()
+        if not ok:
+            return ok, reason
         return True, "emitting" if self.lock.held else "standing by"
 
     def get_schedule(self) -> dict[str, Any]:

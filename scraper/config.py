@@ -564,6 +564,14 @@ class ConfigSource:
                     self._reload()
         return self._config
 
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/-/ready``: not ready while the last change of the file is refused, the
+        reason naming its problems; the file is looked at first, so a fixed config clears it."""
+        self.get()
+        if self.last_error:
+            return False, f"a config reload was refused, the last good config stays in force: {self.last_error}"
+        return True, f"config version {self.version} in force"
+
     def _reload(self) -> None:
         try:
             config = load_config(self.path)

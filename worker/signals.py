@@ -160,6 +160,11 @@ def serve_http(sender: Any = None, **_: Any) -> None:
     consumption = watch = ConsumptionWatch(settings.ready_idle_s)
     # The queues given at start: a consumer cancelled later still counts as one that should consume.
     consumption.queues = tuple(sender.app.amqp.queues.consume_from)
-    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis,
-                                ready=lambda: consumption.ready(runtime().redis))
+    def ready() -> tuple[bool, str]:
+        config_ok, config_reason = runtime().source.ready()
+        if not config_ok:
+            return config_ok, config_reason
+        return consumption.ready(runtime().redis)
+
+    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready)
     log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on port %d", port)

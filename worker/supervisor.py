@@ -21,7 +21,7 @@ from pathlib import Path
 import redis
 
 from scraper import keys, status
-from scraper.config import Config, FileReceiverConfig, load_config
+from scraper.config import Config, ConfigSource, FileReceiverConfig
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
 from scraper.embedded_redis import EmbeddedRedis
 from scraper.errors import StartupError
@@ -132,6 +132,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.redis_server: EmbeddedRedis | None = None
         self.broker: str | None = None
+        #: the config file as this process sees it: a refused change shows on /-/ready and in the progress line
+        self.source: ConfigSource | None = None
         self.stopping = threading.Event()
         #: set once everything runs: a run that failed to start says only why, not "stopped"
         self.started = False
@@ -140,13 +142,13 @@ class Supervisor:
 
     # ---------------------------------------------------------------- start
 
-    def _config(self, ports: list[int]) -> tuple[Path, Config]:
+    def _builtin_config(self, ports: list[int]) -> ConfigSource:
         path = self.data_dir / "builtin-config.yaml"
         targets = [("run", ports[0])] + [(f"worker{i}", p) for i, p in enumerate(ports[1:], 1)]
         path.write_text(builtin_config_yaml(targets, self.settings.tracemalloc))
         log.info("no --config and no SCRAPER_CONFIG: scraping this run's own processes (built-in config %s); "
                  "give your own with --config FILE (start from `pprof-scraper init`)", path)
-        return path, load_config(path)
+        return ConfigSource(path)
 
     def _take_data_dir(self) -> None:
         """Make the data dir if needed and hold its lock for the run's life; a second run here is refused
@@ -183,10 +185,11 @@ class Supervisor:
         """Start Redis, beat and the workers; return the config, the broker URL and the HTTP ports
         (the run's own first). A StartupError or ConfigError leaves nothing behind."""
         # A config given is checked before anything is made: its errors leave no data dir behind.
-        given = (self.config_path.resolve(), load_config(self.config_path)) if self.config_path else None
+        given = ConfigSource(self.config_path.resolve()) if self.config_path else None
         self._take_data_dir()
         ports = pick_ports(HTTP_HOST, self.settings.http_port, self.workers + 1)
-        config_path, config = given or self._config(ports)
+        self.source = given or self._builtin_config(ports)
+        config_path, config = self.source.path, self.source.get()
         broker = self.broker = self._broker()
         metrics_dir = self.data_dir / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -240,9 +243,11 @@ class Supervisor:
         def delta(name: str) -> int:
             return counters.get(name, 0) - previous.get(name, 0)
 
-        log.info("last interval: %d scrapes done, %d failed, %d dropped; %d pushes done, %d pending, %d dead-lettered",
-                 delta("scrapes_done"), delta("scrapes_failed"), delta("scrapes_dropped"), delta("pushes_done"),
-                 pending, dead)
+        config_ok, config_reason = self.source.ready() if self.source else (True, "")
+        log.log(logging.INFO if config_ok else logging.WARNING,
+                "last interval: %d scrapes done, %d failed, %d dropped; %d pushes done, %d pending, %d dead-lettered%s",
+                delta("scrapes_done"), delta("scrapes_failed"), delta("scrapes_dropped"), delta("pushes_done"),
+                pending, dead, "" if config_ok else "; " + " ".join(config_reason.split()))
         return counters
 
     # ---------------------------------------------------------------- stop
@@ -317,7 +322,8 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
         from scraper.httpserver import start_http_server
 
         try:
-            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=HTTP_HOST)
+            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=HTTP_HOST,
+                                        ready=supervisor.source.ready if supervisor.source else None)
         except OSError as exc:
             raise StartupError(f"cannot serve HTTP on {HTTP_HOST}:{ports[0]}: {exc.strerror}; set SCRAPER_HTTP_PORT "
                                "to a free port (0: any)") from None

@@ -10,6 +10,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -216,5 +218,54 @@ def test_a_taken_http_port_is_an_error_when_asked_for_and_a_named_move_when_it_i
                                message="a warning naming the port chosen instead")
             wait_until(lambda: f"on http://127.0.0.1:{moved.group(1)} " in (tmp_path / "run.log").read_text(),
                        timeout=60, message="the run serving on the port it named")
+        finally:
+            interrupt(run)
+
+
+def ready(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+    except urllib.error.URLError as error:  # not listening yet
+        return 0, str(error)
+
+
+def test_a_refused_config_change_shows_on_every_ready_endpoint_and_in_the_progress_line_until_fixed(
+        tmp_path: Path) -> None:
+    with pprof_target() as target:
+        good = f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{target.address}"}}]
+    forward_to: [files]
+    scrape_interval: 2s
+    profiling_config: {{profile.process_cpu: {{enabled: false}}}}
+write:
+  files: {{type: file, path: "{tmp_path / 'profiles'}"}}
+"""
+        config = tmp_path / "c.yaml"
+        config.write_text(good)
+        run = start_run(tmp_path, "--config", "c.yaml")
+        try:
+            serving = wait_until(lambda: re.search(r"on http://127\.0\.0\.1:(\d+) \(workers: ports (\d+)\)",
+                                                   (tmp_path / "run.log").read_text()), timeout=60,
+                                 message="the run to name its ports")
+            ports = [int(serving.group(1)), int(serving.group(2))]
+            wait_until(lambda: all(ready(port)[0] == 200 for port in ports), timeout=60, message="every port ready")
+
+            config.write_text(good.replace("scrape_interval: 2s", "scrape_interval: 2s\n    scheme: ftp"))
+            for port in ports:
+                answer = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(ready(port)), timeout=60,
+                                    message=f"port {port} to say not ready")
+                assert "a config reload was refused" in answer[1] and "scrape.demo.scheme" in answer[1]
+            wait_until(lambda: re.search(r"last interval: .*; a config reload was refused.*scrape\.demo\.scheme",
+                                         (tmp_path / "run.log").read_text()), timeout=60,
+                       message="the progress line to say the change was refused")
+
+            config.write_text(good)
+            wait_until(lambda: all(ready(port)[0] == 200 for port in ports), timeout=60,
+                       message="every port ready again once the config is fixed")
         finally:
             interrupt(run)

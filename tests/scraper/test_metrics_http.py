@@ -125,12 +125,35 @@ def test_a_recorded_scrape_shows_in_metrics_by_result_duration_size_and_lag(serv
     assert sample(text, "pprof_scraper_schedule_lag_seconds_sum", job=job) == pytest.approx(2.5)
 
 
+def test_each_target_and_type_has_an_up_gauge_and_the_time_of_its_last_success(serve, redis_client):
+    up, down = make_spec(job="web", address="up:6060"), make_spec(job="web", address="down:6060")
+    never = make_spec(job="web", address="new:6060")
+    register_specs(redis_client, [up, down, never])
+    record_scrape(redis_client, up, start=1000.0, duration=0.1, error=None, worker="host-a/11")
+    record_scrape(redis_client, down, start=900.0, duration=0.1, error=None, worker="host-a/11")
+    record_scrape(redis_client, down, start=1000.0, duration=0.3, worker="host-b/22",
+                  error=ConnectFailed("refused", url=down.url))
+
+    _, _, text = get(serve(), "/metrics")
+
+    def labels(spec):
+        return {"scrape_job": "web", "instance": spec.labels["instance"], "profile_type": spec.profile_type}
+
+    assert sample(text, "pprof_scraper_target_up", **labels(up)) == 1
+    assert sample(text, "pprof_scraper_target_up", **labels(down)) == 0
+    assert sample(text, "pprof_scraper_target_up", **labels(never)) is None  # not scraped yet: no sample, as Prometheus
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(up)) == 1000.0
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(down)) == 900.0
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(never)) is None
+
+
 def test_metrics_are_served_without_the_deadletter_size_when_redis_is_down(serve):
     status, _, text = get(serve(factory=closed_port_redis), "/metrics")
 
     assert status == 200
     assert "pprof_scraper_scrapes_total" in text
     assert "pprof_scraper_deadletter_size" not in text
+    assert "pprof_scraper_target_up" not in text
 
 
 def test_metrics_of_a_host_sum_every_worker_process_sharing_the_multiprocess_dir(serve, tmp_path, monkeypatch):
