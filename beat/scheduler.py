@@ -105,8 +105,9 @@ class PlanScheduler(Scheduler):
         if settings.http_port is not None:
             from scraper.httpserver import start_http_server
 
-            _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready)
-            log.info("serving /metrics, /targets, /-/healthy and /-/ready on port %d", port)
+            _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready,
+                                        host=str(settings.http_address))
+            log.info("serving /metrics, /targets, /-/healthy and /-/ready on %s port %d", settings.http_address, port)
 
     def _key(self, key: str) -> str:
         return keys.sharded(key, self.shard)

@@ -25,10 +25,10 @@ EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 DEFAULT_RUN_HTTP_PORT = 6060
 
 
-def builtin_config_yaml(targets: list[tuple[str, int]], tracemalloc: bool) -> str:
-    """A config scraping each ``(component, port)`` on 127.0.0.1 every 15 s into ./profiles
+def builtin_config_yaml(host: str, targets: list[tuple[str, int]], tracemalloc: bool) -> str:
+    """A config scraping each ``(component, port)`` on ``host`` every 15 s into ./profiles
     (and its heap every minute when tracemalloc traces: a heap profile then takes seconds)."""
-    addresses = [{"__address__": f"127.0.0.1:{port}", "component": component, "service_name": "pprof-scraper"}
+    addresses = [{"__address__": f"{host}:{port}", "component": component, "service_name": "pprof-scraper"}
                  for component, port in targets]
     off = {"enabled": False}
     jobs: dict[str, object] = {

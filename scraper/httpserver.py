@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import importlib
 import logging
+import socket
 import sys
 import threading
 import time
@@ -74,13 +75,16 @@ def start_http_server(
     *,
     redis_factory: Callable[[], redis.Redis] | None,
     ready: ReadyCheck | None = None,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
 ) -> tuple[ScraperHTTPServer, int]:
-    """Serve on ``host:port`` (0 picks a free port) from a daemon thread; return the server and its port.
+    """Serve on ``host:port`` (0 picks a free port; an IPv6 ``host`` such as ``::`` works too) from a
+    daemon thread; return the server and its port.
 
     Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = ScraperHTTPServer((host, port), redis_factory, ready)
+    server_class = type("ScraperHTTPServer6", (ScraperHTTPServer,), {"address_family": socket.AF_INET6}) \
+        if ":" in host else ScraperHTTPServer
+    server = server_class((host, port), redis_factory, ready)
     thread = threading.Thread(target=server.serve_forever, name="pprof-scraper-http", daemon=True)
     thread.start()
     return server, server.server_address[1]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, IPvAnyAddress
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
     #: port of the HTTP server for /metrics, /targets, /-/healthy, /-/ready; unset means off
     #: (``pprof-scraper run`` picks a default)
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    #: the address that HTTP server listens on: loopback unless a deployment needs more (``0.0.0.0``:
+    #: every IPv4 interface, ``::`` every interface); what it serves has no login
+    http_address: IPvAnyAddress = IPv4Address("127.0.0.1")
     #: log level of every process
     log_level: str = "INFO"
     #: gevent greenlets per worker process

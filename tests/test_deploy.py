@@ -501,6 +501,13 @@ def test_beat_and_worker_healthchecks_fetch_the_projects_own_ready_endpoint_with
         assert environment(service)["SCRAPER_HTTP_PORT"].isdigit()
 
 
+def test_beat_and_workers_serve_http_to_the_compose_network_and_publish_nothing(compose: dict[str, Any]) -> None:
+    for name in ("beat", "worker"):
+        service = compose["services"][name]
+        assert environment(service)["SCRAPER_HTTP_ADDRESS"] == "0.0.0.0"
+        assert "ports" not in service, f"{name} publishes its unauthenticated HTTP endpoint"
+
+
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 

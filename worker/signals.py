@@ -166,5 +166,6 @@ def serve_http(sender: Any = None, **_: Any) -> None:
             return config_ok, config_reason
         return consumption.ready(runtime().redis)
 
-    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready)
-    log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on port %d", port)
+    host = str(settings.http_address)
+    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready, host=host)
+    log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on %s port %d", host, port)

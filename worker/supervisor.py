@@ -35,14 +35,19 @@ log = logging.getLogger("pprof-scraper.run")
 #: BlockingSwitchOutError traceback and is no faster than SIGKILL for what it loses (nothing: a
 #: push not acknowledged is redone).
 WARM_SHUTDOWN_S = 6.0
-#: Where run's HTTP endpoints listen.
-HTTP_HOST = "127.0.0.1"
 #: How long the embedded Redis gets to flush its append-only file and exit.
 REDIS_SHUTDOWN_S = 2.0
 
 
 def _count(n: int, noun: str, plural: str = "") -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def _url_host(host: str) -> str:
+    """How this process reaches its own endpoints listening on ``host``."""
+    if host in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 def _die_with_parent() -> None:
@@ -53,8 +58,12 @@ def _die_with_parent() -> None:
         pass
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
+    with socket.socket(_family(host)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -64,7 +73,7 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _free_port(host: str) -> int:
-    with socket.socket() as sock:
+    with socket.socket(_family(host)) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
@@ -132,6 +141,8 @@ class Supervisor:
         self.children: list[Child] = []
         self.redis_server: EmbeddedRedis | None = None
         self.broker: str | None = None
+        #: where the run's and its workers' HTTP endpoints listen (SCRAPER_HTTP_ADDRESS, loopback by default)
+        self.host = str(settings.http_address)
         #: the config file as this process sees it: a refused change shows on /-/ready and in the progress line
         self.source: ConfigSource | None = None
         self.stopping = threading.Event()
@@ -145,7 +156,7 @@ class Supervisor:
     def _builtin_config(self, ports: list[int]) -> ConfigSource:
         path = self.data_dir / "builtin-config.yaml"
         targets = [("run", ports[0])] + [(f"worker{i}", p) for i, p in enumerate(ports[1:], 1)]
-        path.write_text(builtin_config_yaml(targets, self.settings.tracemalloc))
+        path.write_text(builtin_config_yaml(_url_host(self.host), targets, self.settings.tracemalloc))
         log.info("no --config and no SCRAPER_CONFIG: scraping this run's own processes (built-in config %s); "
                  "give your own with --config FILE (start from `pprof-scraper init`)", path)
         return ConfigSource(path)
@@ -187,7 +198,7 @@ class Supervisor:
         # A config given is checked before anything is made: its errors leave no data dir behind.
         given = ConfigSource(self.config_path.resolve()) if self.config_path else None
         self._take_data_dir()
-        ports = pick_ports(HTTP_HOST, self.settings.http_port, self.workers + 1)
+        ports = pick_ports(self.host, self.settings.http_port, self.workers + 1)
         self.source = given or self._builtin_config(ports)
         config_path, config = self.source.path, self.source.get()
         broker = self.broker = self._broker()
@@ -322,13 +333,13 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
         from scraper.httpserver import start_http_server
 
         try:
-            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=HTTP_HOST,
+            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=supervisor.host,
                                         ready=supervisor.source.ready if supervisor.source else None)
         except OSError as exc:
-            raise StartupError(f"cannot serve HTTP on {HTTP_HOST}:{ports[0]}: {exc.strerror}; set SCRAPER_HTTP_PORT "
+            raise StartupError(f"cannot serve HTTP on {supervisor.host} port {ports[0]}: {exc.strerror}; set SCRAPER_HTTP_PORT "
                                "to a free port (0: any)") from None
         supervisor.started = True
-        log.info("serving /metrics, /targets and /debug/pprof on http://%s:%d (workers: ports %s)", HTTP_HOST, port,
+        log.info("serving /metrics, /targets and /debug/pprof on http://%s:%d (workers: ports %s)", _url_host(supervisor.host), port,
                  ", ".join(map(str, ports[1:])))
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -269,3 +270,32 @@ write:
                        message="every port ready again once the config is fixed")
         finally:
             interrupt(run)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses of the IPv4 and IPv6 sockets listening on ``port``, from /proc/net."""
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # /proc prints each 32-bit word in host (little-endian) order
+                words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                found.add(str(ipaddress.ip_address(words)) if width == 8 else str(ipaddress.IPv6Address(words)))
+    return found
+
+
+def test_run_listens_on_loopback_only_unless_told_otherwise(tmp_path: Path) -> None:
+    run = start_run(tmp_path)
+    try:
+        serving = wait_until(lambda: re.search(r"on http://127\.0\.0\.1:(\d+) \(workers: ports (\d+)\)",
+                                               (tmp_path / "run.log").read_text()), timeout=60,
+                             message="the run to name its ports")
+        ports = [int(serving.group(1)), int(serving.group(2))]
+        wait_until(lambda: all(listening_addresses(port) for port in ports), timeout=60,
+                   message="the run and its worker listening")
+        assert [listening_addresses(port) for port in ports] == [{"127.0.0.1"}, {"127.0.0.1"}]
+    finally:
+        interrupt(run)
