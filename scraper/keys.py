@@ -18,6 +18,9 @@ BODY = PREFIX + "body:{id}"
 BODY_REFS = PREFIX + "body-refs:{id}"
 #: pending push ids scored by when they were stored, oldest first: what a full budget evicts
 PENDING = PREFIX + "pending"
+#: push ids stashed whose push tasks are not known to be published yet, scored by when they were
+#: stored: a worker killed in between leaves its ids here for another worker's sweep to send
+UNPUBLISHED = PREFIX + "unpublished"
 #: bytes of all pending profiles
 PENDING_BYTES = PREFIX + "pending-bytes"
 #: pushes that used up their retries (or were evicted): a list of msgpack entries, newest first

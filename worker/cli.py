@@ -152,6 +152,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         delivery.stash(client, entry.profile(), [entry.receiver], settings.max_pending_bytes,
                        settings.max_deadletter_bytes)
         push.apply_async(args=(entry.id, entry.receiver), argsrepr=f"{entry.receiver} replay of {entry.id}")
+        delivery.published(client, [entry.id])
         replayed += 1
     print(f"replayed {replayed} dead letters (sent again as push tasks)")
     return 0

@@ -131,10 +131,28 @@ def restore_unacked_messages(sender: Any = None, **_: Any) -> None:
                 with app.connection_for_write() as connection:
                     channel = connection.default_channel
                     channel.qos.restore_visible(num=channel.unacked_restore_limit, interval=1)
+                send_orphans()
             except (OperationalError, redis.RedisError, OSError) as exc:  # the consumer reports outages
                 log.debug("sweep for unacknowledged messages failed: %s", exc)
 
     threading.Thread(target=sweep, name="restore-unacked", daemon=True).start()
+
+
+def send_orphans() -> None:
+    """Publish the pushes of profiles a worker stashed and died before sending (killed between the
+    two): without this they would stay pending in Redis forever, and never reach their receivers."""
+    from scraper import delivery, status
+
+    from .tasks import push, runtime
+
+    client = runtime().redis
+    orphans = delivery.claim_orphans(client)
+    for push_id, receivers in orphans.items():
+        for receiver in receivers:
+            push.apply_async(args=([push_id], receiver), argsrepr=f"{receiver} orphan {push_id}")
+    if orphans:
+        status.incr_counter(client, "orphans_sent", len(orphans))
+        log.warning("sent the pushes of %d stored profiles whose worker died before sending them", len(orphans))
 
 
 @task_received.connect

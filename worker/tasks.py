@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from celery import Task
 
+from scraper import delivery
 from scraper.errors import PushError
 from scraper.plan import describe
 from scraper.runtime import Runtime
@@ -47,8 +48,10 @@ def scrape(job: str, profile_types: str | list[str], target_labels: dict[str, st
     if valid:
         instances = list(dict.fromkeys(r.spec.labels.get("instance", "") for r in valid))
         about = describe(job, instances, list(dict.fromkeys(r.spec.profile_type for r in valid)), min(slots))
+        ids = [r.push_id for r in valid]
         for receiver in valid[0].spec.forward_to:
-            push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
+            push.apply_async(args=(ids, receiver), argsrepr=f"{receiver} {about}")
+        delivery.published(rt.redis, ids)
     if errors:
         raise errors[0]
     return "; ".join(_outcome_line(r, with_instance=len(targets) > 1) for r in results)
