@@ -239,6 +239,23 @@ class ProfilingConfig(_Model):
             raise ValueError(f"path_prefix must be empty or start with '/', got {value!r}")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _one_type_per_url(self) -> ProfilingConfig:
+        # Two types at one URL would be two requests for one profile: a second CPU (or Node wall)
+        # profile is refused by the target while the first runs, so one of them fails every interval.
+        by_path: dict[str, str] = {}
+        for key in self.enabled_types():
+            path = self.path_prefix + self.type_settings(key).path
+            if path in by_path:
+                raise ValueError(f"{_type_key(by_path[path])} and {_type_key(key)} both request {path}: "
+                                 "enable one of them, or give one another path")
+            by_path[path] = key
+        return self
+
+    def type_settings(self, key: str) -> ProfileType:
+        """The settings of the type ``key`` (a built-in key or a custom name)."""
+        return getattr(self, key) if key in BUILTIN_PROFILE_TYPES else self.custom[key]
+
     def enabled_types(self) -> dict[str, tuple[str, ProfileType]]:
         """Return the enabled profile types: config key -> (stored ``__name__``, its settings)."""
         out: dict[str, tuple[str, ProfileType]] = {}
@@ -250,6 +267,11 @@ class ProfilingConfig(_Model):
             if profile.enabled:
                 out[name] = (name, profile)
         return out
+
+
+def _type_key(key: str) -> str:
+    """How the config spells a type's key: ``profile.process_cpu``, ``profile.custom.wall``."""
+    return f"profile.{key}" if key in BUILTIN_PROFILE_TYPES else f"profile.custom.{key}"
 
 
 # --------------------------------------------------------------------------- scrape jobs

@@ -27,8 +27,8 @@ PENDING_BYTES = PREFIX + "pending-bytes"
 DEADLETTER = PREFIX + "deadletter"
 #: bytes of the dead-letter list
 DEADLETTER_BYTES = PREFIX + "deadletter-bytes"
-#: a CPU profile request in flight to a target (value: the holder's token), by scheme://address
-CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
+#: a request holding a profile open (CPU, wall, fgprof) in flight, by scheme://address/path (a redis-py Lock)
+PROFILE_INFLIGHT = PREFIX + "inflight:{url}"
 #: hash of running totals: scrapes done/failed/dropped, pushes done/failed/deadlettered
 COUNTERS = PREFIX + "counters"
 #: hash of target status records, field = spec key

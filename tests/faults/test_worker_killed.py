@@ -52,7 +52,7 @@ def test_pushes_in_flight_when_a_worker_is_killed_are_redone_by_another_exactly_
         first = start_worker(env, tmp_path, "worker1")
         beat = start_beat(env, tmp_path)
         try:
-            cpu_in_flight = keys.CPU_INFLIGHT.format(target=f"http://{target.address}")
+            cpu_in_flight = keys.PROFILE_INFLIGHT.format(url=f"http://{target.address}/debug/pprof/profile")
             wait_until(lambda: pyroscope.requests and redis_client.exists(cpu_in_flight), timeout=4 * INTERVAL_S,
                        message="a push held by Pyroscope while a CPU profile is being taken")
             first.kill()

@@ -151,6 +151,22 @@ def test_a_custom_profile_type_may_not_take_a_builtin_name() -> None:
     assert "change profile.memory instead" in problems[0]
 
 
+def test_two_enabled_types_requesting_one_url_are_refused_naming_both() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/profile, delta: true}}"""))
+    assert problems == ["scrape.local.profiling_config: profile.process_cpu and profile.custom.wall both request "
+                        "/debug/pprof/profile: enable one of them, or give one another path"]
+
+
+def test_a_node_target_with_wall_time_at_the_cpu_path_passes_with_process_cpu_off() -> None:
+    config = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.process_cpu: {enabled: false}
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/profile, delta: true}}"""))
+    assert "wall" in config.scrape["local"].profiling_config.enabled_types()
+
+
 def test_every_problem_is_listed_at_once() -> None:
     text = MINIMAL.replace("forward_to: [files]", "forward_to: [files]\n    scheme: ftp\n    bogus: 1")
     assert len(problems_of(text)) == 2
