@@ -95,12 +95,15 @@ class Runtime:
     # ---------------------------------------------------------------- scrape stage
 
     def scrape(self, job: str, profile_types: list[str], targets: list[dict[str, str]],
-               slots: list[float]) -> tuple[list[ScrapeResult], list[Exception]]:
+               slots: list[float], recorded: Callable[[list[ScrapeResult]], None] | None = None,
+               ) -> tuple[list[ScrapeResult], list[Exception]]:
         """Scrape every type of every target (``targets[i]`` at ``slots[i]``) concurrently, in greenlets.
 
         The quick types are recorded together as soon as they are in, the ones that hold for
         ``seconds`` (CPU, deltas) together when they are: two Redis round trips, and a target's
-        status shows its quick types without waiting 14 s. What raised (an unknown job, Redis gone)
+        status shows its quick types without waiting 14 s. ``recorded`` is called with each phase's
+        results once they are stored, so their pushes need not wait for the slow phase either.
+        What raised (an unknown job, Redis gone, ``recorded``)
         is returned beside the recorded results, so one target's or one phase's failure does not
         cost the others their pushes.
         """
@@ -134,6 +137,11 @@ class Runtime:
                 errors.append(exc)
                 continue
             results += fetched
+            if recorded is not None and fetched:
+                try:
+                    recorded(fetched)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    errors.append(exc)
         if abandoned:
             try:
                 status.incr_counter(self.redis, "scrapes_abandoned", abandoned)

@@ -299,3 +299,27 @@ def test_run_listens_on_loopback_only_unless_told_otherwise(tmp_path: Path) -> N
         assert [listening_addresses(port) for port in ports] == [{"127.0.0.1"}, {"127.0.0.1"}]
     finally:
         interrupt(run)
+
+
+def test_a_slots_quick_profiles_are_stored_while_its_cpu_profile_is_still_being_taken(tmp_path: Path) -> None:
+    store = tmp_path / "profiles"
+    with pprof_target() as target:  # holds each CPU profile its ?seconds=14
+        (tmp_path / "c.yaml").write_text(f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{target.address}"}}]
+    forward_to: [files]
+write:
+  files: {{type: file, path: "{store}"}}
+""")
+        run = start_run(tmp_path, "--config", "c.yaml")
+        try:
+            wait_until(lambda: any(store.glob("demo/goroutine/**/*.pb.gz")), timeout=60,
+                       message="the first goroutine profile in the store")
+            cpu_requests = [path for path, _ in target.requests if path == "/debug/pprof/profile"]
+            assert cpu_requests and target.served["/debug/pprof/profile"] == 0, "the slot's CPU profile is in flight"
+            assert not any(store.glob("demo/process_cpu/**/*.pb.gz"))
+            wait_until(lambda: any(store.glob("demo/process_cpu/**/*.pb.gz")), timeout=60,
+                       message="the slot's CPU profile stored in its turn")
+        finally:
+            interrupt(run)
