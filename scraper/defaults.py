@@ -18,6 +18,12 @@ def trace_allocations(enabled: bool) -> None:
         tracemalloc.start(TRACEMALLOC_FRAMES)
 
 
+def log_format(process: str) -> str:
+    """The one log line format of every process: time, level, which process (``run``, ``beat``,
+    ``worker1`` under ``pprof-scraper run``; ``host:pid`` otherwise), logger, message."""
+    return f"%(asctime)s %(levelname)s {process.replace('%', '%%')} %(name)s: %(message)s"
+
+
 #: The commented example config that ``pprof-scraper init`` writes.
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 

@@ -4,7 +4,9 @@ dir, with append-only persistence so queued pushes survive a restart."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +16,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 log = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when the parent dies, so a killed parent leaves no
+    process behind (Linux; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def redis_server_binary() -> Path:
@@ -47,6 +58,9 @@ class EmbeddedRedis:
              "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
              "--maxmemory-policy", "noeviction", "--logfile", str(logfile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C goes to the whole foreground group, and Redis must
+            # outlive the workers' shutdown (they still record and push) to flush what they left.
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while not self._answers():

@@ -27,8 +27,11 @@ class Settings(BaseSettings):
     #: the address that HTTP server listens on: loopback unless a deployment needs more (``0.0.0.0``:
     #: every IPv4 interface, ``::`` every interface); what it serves has no login
     http_address: IPvAnyAddress = IPv4Address("127.0.0.1")
-    #: log level of every process
+    #: log level of every process (Celery's ``-l`` can make a worker or beat more verbose, not quieter)
     log_level: str = "INFO"
+    #: how this process names itself in log lines; ``pprof-scraper run`` names its children
+    #: ``beat``, ``worker1``, …; unset: ``host:pid``
+    process_name: str = ""
     #: gevent greenlets per worker process
     concurrency: int = Field(default=500, ge=1)
     #: most targets one scrape task carries: beat puts the targets of a job that fall due in the same

@@ -12,6 +12,7 @@ import redis
 from pydantic import ValidationError
 
 from scraper.config import Config, load_config
+from scraper.defaults import log_format
 from scraper.errors import ConfigError, StartupError
 from scraper.plan import make_plan, plan
 from scraper.settings import Settings
@@ -99,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import run
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format=log_format("run"))
     return run(settings, args.config, args.workers)
 
 

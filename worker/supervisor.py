@@ -4,7 +4,6 @@ every interval. Ctrl-C or SIGTERM stops everything within 10 s and leaves no pro
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import logging
 import os
@@ -23,7 +22,7 @@ import redis
 from scraper import keys, status
 from scraper.config import Config, ConfigSource, FileReceiverConfig
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
-from scraper.embedded_redis import EmbeddedRedis
+from scraper.embedded_redis import EmbeddedRedis, die_with_parent
 from scraper.errors import StartupError
 from scraper.broker import connect_redis
 from scraper.settings import Settings
@@ -50,14 +49,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM if the parent dies, so a killed `run` leaves nothing behind (Linux)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -78,28 +69,18 @@ def _free_port(host: str) -> int:
         return sock.getsockname()[1]
 
 
-def pick_ports(host: str, requested: int | None, count: int) -> list[int]:
-    """Ports for the run and its ``count - 1`` workers: ``requested`` (6060 when None) and the next
-    ones up; 0 means any free ones. A taken port is never moved silently: an explicit one is an
-    error, the default one (and any worker's) is replaced by a free one with a warning naming it."""
-    if requested == 0:
-        return [_free_port(host) for _ in range(count)]
-    first = requested or DEFAULT_RUN_HTTP_PORT
-    if not _port_free(host, first):
-        if requested is not None:
-            raise StartupError(f"port {first} on {host} is taken: stop what serves it, or set SCRAPER_HTTP_PORT "
-                               "to a free port (0: any)")
-        chosen = _free_port(host)
-        log.warning("port %d on %s is taken (another run, or a program's own pprof server?); this run serves on "
-                    "%d instead (SCRAPER_HTTP_PORT chooses)", first, host, chosen)
-        return [chosen] + [_free_port(host) for _ in range(count - 1)]
-    ports = [first]
-    for port in range(first + 1, first + count):
-        if _port_free(host, port):
-            ports.append(port)
-        else:
-            ports.append(_free_port(host))
-            log.warning("port %d on %s is taken; worker%d serves on %d instead", port, host, len(ports) - 1, ports[-1])
+def pick_worker_ports(host: str, first: int | None, count: int) -> list[int]:
+    """``count`` ports for the workers: ``first`` and the next ones up, each taken one replaced by a
+    free one with a warning naming it; ``first`` None: any free ones."""
+    ports: list[int] = []
+    for i in range(count):
+        wanted = None if first is None else first + i
+        if wanted is not None and _port_free(host, wanted):
+            ports.append(wanted)
+            continue
+        ports.append(_free_port(host))
+        if wanted is not None:
+            log.warning("port %d on %s is taken; worker%d serves on %d instead", wanted, host, i + 1, ports[-1])
     return ports
 
 
@@ -115,7 +96,7 @@ class Child:
     started_at: float = field(default=0.0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True, preexec_fn=die_with_parent)
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
@@ -192,13 +173,47 @@ class Supervisor:
         (self.data_dir / "broker-url").write_text(self.redis_server.url + "\n")
         return self.redis_server.url
 
+    def _serve_http(self) -> int:
+        """Serve the run's own /metrics, /targets, /-/ready and /debug/pprof; return the port. A port
+        set in SCRAPER_HTTP_PORT that is taken is an error; a taken default (6060) is replaced by a
+        free port, with a warning naming it: never a silent move."""
+        from scraper.httpserver import start_http_server
+
+        requested = self.settings.http_port
+        wanted = DEFAULT_RUN_HTTP_PORT if requested is None else requested
+
+        def serve(port: int) -> int:
+            _, bound = start_http_server(port, redis_factory=self._redis, host=self.host, ready=self._ready)
+            return bound
+
+        try:
+            return serve(wanted)
+        except OSError as exc:
+            if requested is not None:
+                raise StartupError(f"port {wanted} on {self.host} is taken ({exc.strerror}): stop what serves it, "
+                                   "or set SCRAPER_HTTP_PORT to a free port (0: any)") from None
+        port = serve(0)
+        log.warning("port %d on %s is taken (another run, or a program's own pprof server?); this run serves on %d "
+                    "instead (SCRAPER_HTTP_PORT chooses)", wanted, self.host, port)
+        return port
+
+    def _redis(self) -> redis.Redis:
+        if self.broker is None:
+            raise redis.ConnectionError("the run is still starting")
+        return connect_redis(self.broker)
+
+    def _ready(self) -> tuple[bool, str]:
+        return self.source.ready() if self.source is not None else (False, "the run is still starting")
+
     def start(self) -> tuple[Config, str, list[int]]:
-        """Start Redis, beat and the workers; return the config, the broker URL and the HTTP ports
-        (the run's own first). A StartupError or ConfigError leaves nothing behind."""
+        """Start the HTTP server, Redis, beat and the workers; return the config, the broker URL and
+        the HTTP ports (the run's own first). A StartupError or ConfigError leaves nothing behind."""
         # A config given is checked before anything is made: its errors leave no data dir behind.
         given = ConfigSource(self.config_path.resolve()) if self.config_path else None
         self._take_data_dir()
-        ports = pick_ports(self.host, self.settings.http_port, self.workers + 1)
+        own = self._serve_http()
+        first = None if self.settings.http_port == 0 else own + 1
+        ports = [own] + pick_worker_ports(self.host, first, self.workers)
         self.source = given or self._builtin_config(ports)
         config_path, config = self.source.path, self.source.get()
         broker = self.broker = self._broker()
@@ -209,15 +224,17 @@ class Supervisor:
         env = dict(os.environ, SCRAPER_BROKER_URL=broker, SCRAPER_CONFIG=str(config_path),
                    SCRAPER_DATA_DIR=str(self.data_dir), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         env.pop("SCRAPER_HTTP_PORT", None)
-        celery = [sys.executable, "-m", "celery", "-A", "worker"]
+        # -q: no banners; run says in its own lines what it started, and each child names itself
+        celery = [sys.executable, "-m", "celery", "-q", "-A", "worker"]
         level = self.settings.log_level.upper()
-        self.children.append(Child("beat", celery + ["beat", "-l", level, "--pidfile="], env))
+        self.children.append(Child("beat", celery + ["beat", "-l", level, "--pidfile="],
+                                   dict(env, SCRAPER_PROCESS_NAME="beat")))
         for i, port in enumerate(ports[1:], 1):
             self.children.append(Child(
                 f"worker{i}",
                 celery + ["worker", "-P", "gevent", "-c", str(self.settings.concurrency), "-Q", "scrape,push",
                           "-n", f"worker{i}@%h", "-l", level, "--without-mingle", "--without-gossip"],
-                dict(env, SCRAPER_HTTP_PORT=str(port)),
+                dict(env, SCRAPER_HTTP_PORT=str(port), SCRAPER_PROCESS_NAME=f"worker{i}"),
             ))
         for child in self.children:
             child.start()
@@ -330,17 +347,9 @@ def run(settings: Settings, config_path: Path | None, workers: int | None) -> in
     trace_allocations(settings.tracemalloc)
     try:
         config, broker, ports = supervisor.start()
-        from scraper.httpserver import start_http_server
-
-        try:
-            _, port = start_http_server(ports[0], redis_factory=lambda: connect_redis(broker), host=supervisor.host,
-                                        ready=supervisor.source.ready if supervisor.source else None)
-        except OSError as exc:
-            raise StartupError(f"cannot serve HTTP on {supervisor.host} port {ports[0]}: {exc.strerror}; set SCRAPER_HTTP_PORT "
-                               "to a free port (0: any)") from None
         supervisor.started = True
-        log.info("serving /metrics, /targets and /debug/pprof on http://%s:%d (workers: ports %s)", _url_host(supervisor.host), port,
-                 ", ".join(map(str, ports[1:])))
+        log.info("serving /metrics, /targets and /debug/pprof on http://%s:%d (workers: ports %s)",
+                 _url_host(supervisor.host), ports[0], ", ".join(map(str, ports[1:])))
         for name, receiver in config.write.items():
             if isinstance(receiver, FileReceiverConfig):
                 log.info("profiles land in %s (receiver %r)", receiver.path.resolve(), name)

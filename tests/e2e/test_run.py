@@ -33,8 +33,9 @@ def start_run(workdir: Path, *args: str, log: str = "run.log") -> subprocess.Pop
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
     env["SCRAPER_HTTP_PORT"] = "0"
     out = (workdir / log).open("wb")
+    # its own process group, as a shell gives a foreground job: Ctrl-C goes to all of the group
     return subprocess.Popen([CLI, "run", "--workers", "1", *args], cwd=workdir, env=env,
-                            stdout=out, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT, process_group=0)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -52,9 +53,10 @@ def processes_mentioning(text: str) -> list[int]:
 
 
 def interrupt(run: subprocess.Popen[bytes]) -> float:
-    """Send Ctrl-C's signal and return how long `run` took to exit."""
+    """Press Ctrl-C (SIGINT to the run's whole process group, as a terminal sends it) and return how
+    long `run` took to exit."""
     began = time.monotonic()
-    run.send_signal(signal.SIGINT)
+    os.killpg(run.pid, signal.SIGINT)
     run.wait(timeout=30)
     return time.monotonic() - began
 
@@ -158,6 +160,20 @@ def test_run_with_no_config_scrapes_itself_into_profiles(tmp_path: Path) -> None
     assert sidecar["labels"]["service_name"] == "pprof-scraper"
 
 
+def test_runs_output_is_one_log_format_each_line_naming_its_process_without_banners(tmp_path: Path) -> None:
+    run = start_run(tmp_path)
+    try:
+        wait_until(lambda: "worker1@" in (tmp_path / "run.log").read_text() and
+                   "beat holds the lock" in (tmp_path / "run.log").read_text(), timeout=60,
+                   message="beat and the worker up")
+    finally:
+        interrupt(run)
+    lines = [line for line in (tmp_path / "run.log").read_text().splitlines() if line.strip()]
+    logged = [re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (\S+) \S+: ", line) for line in lines]
+    assert {m.group(1) for m in logged if m} == {"run", "beat", "worker1"}
+    assert not any("-------------- " in line or "[tasks]" in line for line in lines), "a Celery banner"
+
+
 def run_to_the_end(workdir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     """`pprof-scraper run` expected to stop by itself (a startup error)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
@@ -175,7 +191,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess[str], expected: st
 def test_run_with_a_missing_config_says_so_in_one_line_and_leaves_no_data_directory(tmp_path: Path) -> None:
     result = run_to_the_end(tmp_path, "--config", "missing.yaml")
     assert_one_error_line(result, "missing.yaml is invalid")
-    assert "cannot read missing.yaml" in result.stderr
+    assert f"cannot read {tmp_path / 'missing.yaml'}: No such file or directory" in result.stderr
     assert not (tmp_path / ".pprof-scraper").exists()
 
 
@@ -211,7 +227,7 @@ def test_a_taken_http_port_is_an_error_when_asked_for_and_a_named_move_when_it_i
         except OSError:
             pass  # taken already, by someone else: the case under test all the same
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCRAPER_")}
-        run = subprocess.Popen([CLI, "run", "--workers", "1"], cwd=tmp_path, env=env,
+        run = subprocess.Popen([CLI, "run", "--workers", "1"], cwd=tmp_path, env=env, process_group=0,
                                stdout=(tmp_path / "run.log").open("wb"), stderr=subprocess.STDOUT)
         try:
             moved = wait_until(lambda: re.search(r"port 6060 on 127.0.0.1 is taken .* serves on (\d+) instead",
