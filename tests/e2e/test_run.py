@@ -273,10 +273,11 @@ write:
             wait_until(lambda: all(ready(port)[0] == 200 for port in ports), timeout=60, message="every port ready")
 
             config.write_text(good.replace("scrape_interval: 2s", "scrape_interval: 2s\n    scheme: ftp"))
+            wait_until(lambda: all(ready(port)[0] == 503 for port in ports), timeout=60,
+                       message="every port to say not ready")
             for port in ports:
-                answer = wait_until(lambda: (lambda a: a if a[0] == 503 else None)(ready(port)), timeout=60,
-                                    message=f"port {port} to say not ready")
-                assert "a config reload was refused" in answer[1] and "scrape.demo.scheme" in answer[1]
+                reason = ready(port)[1]
+                assert "a config reload was refused" in reason and "scrape.demo.scheme" in reason
             wait_until(lambda: re.search(r"last interval: .*; a config reload was refused.*scrape\.demo\.scheme",
                                          (tmp_path / "run.log").read_text()), timeout=60,
                        message="the progress line to say the change was refused")
