@@ -129,7 +129,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.json:
         print(status_view.statuses_json(statuses))
     else:
-        _console().print(status_view.render_table(statuses))
+        from rich.console import Console
+
+        Console().print(status_view.render_table(statuses))  # the terminal's width; COLUMNS, else 80, when piped
     return 0
 
 

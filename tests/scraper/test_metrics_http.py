@@ -209,7 +209,7 @@ def test_the_targets_page_shows_each_jobs_targets_down_first_with_errors_in_full
     assert page.index(">api<") < page.index(">web<")
     assert page.index("down:6060") < page.index("up:6060")
     assert "host-b/22" in page
-    assert "3 targets: 1 up, 1 down, 1 unknown" in page
+    assert "3 instances: 1 up, 1 down, 1 unknown" in page
 
 
 def test_the_targets_page_escapes_everything_a_target_brings(serve, redis_client):
@@ -313,3 +313,36 @@ def test_a_client_that_resets_mid_request_is_not_reported_as_a_server_error(serv
     status, _, _ = get(port, "/-/healthy")
     assert status == 200
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_targets_page_shows_an_instance_once_with_its_types_and_one_block_per_distinct_error(
+        serve, redis_client):
+    types = [make_spec(job="web", address="down:6060", profile_type=t) for t in ("goroutine", "memory", "mutex")]
+    register_specs(redis_client, types)
+    for spec in types:
+        record_scrape(redis_client, spec, start=1.0, duration=0.1, worker="w/1",
+                      error=ConnectFailed("connection refused", url=spec.url))
+
+    _, _, page = get(serve(), "/targets")
+
+    assert "1 instance: 1 down (3 profile types)" in page
+    assert page.count("connection refused") == 1
+    assert "goroutine, memory, mutex: connection refused" in page
+
+
+def test_the_targets_page_pages_filters_by_label_text_and_reloads_itself(serve, redis_client):
+    from scraper.httpserver import PAGE_SIZE
+
+    specs = [make_spec(job="web", address=f"10.0.{i // 250}.{i % 250}:6060", zone="a" if i % 2 else "b")
+             for i in range(PAGE_SIZE + 5)]
+    register_specs(redis_client, specs)
+    port = serve()
+
+    _, _, first = get(port, "/targets")
+    assert f"instances 1–{PAGE_SIZE} of {PAGE_SIZE + 5} (page 1 of 2)" in first
+    assert '<meta http-equiv="refresh" content="30">' in first
+    assert 'href="/targets?page=2">next' in first
+    _, _, second = get(port, "/targets?page=2")
+    assert f"instances {PAGE_SIZE + 1}–{PAGE_SIZE + 5} of {PAGE_SIZE + 5}" in second
+    _, _, zone_a = get(port, "/targets?q=zone%3Da&refresh=0")
+    assert f"of {(PAGE_SIZE + 5) // 2}" in zone_a and 'http-equiv="refresh"' not in zone_a
