@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ByteSize,
     ConfigDict,
@@ -124,7 +125,8 @@ class HTTPClientConfig(_Model):
     tls_config: TLSConfig = TLSConfig()
     proxy_url: str | None = None
     follow_redirects: bool = True
-    enable_http_2: bool = True
+    #: Alloy spells it enable_http2, the seed enable_http_2: both are accepted
+    enable_http_2: bool = Field(default=True, validation_alias=AliasChoices("enable_http_2", "enable_http2"))
 
     @model_validator(mode="after")
     def _one_auth_method(self) -> HTTPClientConfig:
@@ -200,6 +202,14 @@ class ProfilingConfig(_Model):
         if not isinstance(data, dict):
             return data
         merged = dict(data)
+        # `profile.custom.<name>: {...}` (the README's form) is `profile.custom: {<name>: {...}}`
+        for key in [k for k in merged if isinstance(k, str) and k.startswith("profile.custom.")]:
+            custom = dict(merged.get("profile.custom") or {})
+            name = key.removeprefix("profile.custom.")
+            if name in custom:
+                raise ValueError(f"custom profile type {name!r} is given twice, as {key} and under profile.custom")
+            custom[name] = merged.pop(key)
+            merged["profile.custom"] = custom
         for key, (_, enabled, path, delta) in BUILTIN_PROFILE_TYPES.items():
             for name in (f"profile.{key}", key):
                 given = merged.get(name)
@@ -421,18 +431,8 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _forward_to_known_receivers(self) -> Config:
-        problems = []
-        for job_key, job in self.scrape.items():
-            for name in job.forward_to:
-                if name not in self.write:
-                    known = ", ".join(sorted(self.write)) or "none defined"
-                    problems.append(f"scrape.{job_key}.forward_to: {name!r} is not a receiver under write: ({known})")
-        names: dict[str, str] = {}
-        for job_key, job in self.scrape.items():
-            name = job.job_name or job_key
-            if name in names:
-                problems.append(f"scrape.{job_key}.job_name: {name!r} is already the job name of scrape.{names[name]}")
-            names[name] = job_key
+        jobs = {key: {"forward_to": job.forward_to, "job_name": job.job_name} for key, job in self.scrape.items()}
+        problems = _reference_problems(jobs, self.write)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -465,6 +465,30 @@ class Config(_Model):
 
 
 # --------------------------------------------------------------------------- loading
+def _reference_problems(scrape: Any, write: Any) -> list[str]:
+    """What the jobs name that does not exist (a receiver in ``forward_to``) or exists twice (a job
+    name), from the jobs as given: checked even when other parts of the config are invalid, so
+    ``check`` lists these with the rest instead of after they are fixed."""
+    if not isinstance(scrape, dict):
+        return []
+    receivers = sorted(str(name) for name in write) if isinstance(write, dict) else []
+    problems = []
+    names: dict[str, str] = {}
+    for job_key, job in scrape.items():
+        if not isinstance(job, dict):
+            continue
+        forward_to = job.get("forward_to")
+        for name in forward_to if isinstance(forward_to, (list, tuple)) else []:
+            if isinstance(name, str) and name not in receivers:
+                known = ", ".join(receivers) or "none defined"
+                problems.append(f"scrape.{job_key}.forward_to: {name!r} is not a receiver under write: ({known})")
+        name = job.get("job_name") or job_key
+        if name in names:
+            problems.append(f"scrape.{job_key}.job_name: {name!r} is already the job name of scrape.{names[name]}")
+        names[name] = job_key
+    return problems
+
+
 
 
 # libyaml's parser when PyYAML has it: at 10,000 targets the pure-Python one took 3.5 s, and beat
@@ -529,7 +553,11 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems_of(exc), source) from None
+        problems = _problems_of(exc)
+        # the references are checked after the rest validates: say what they lack now, not next time
+        problems += [p for p in _reference_problems(data.get("scrape"), data.get("write"))
+                     if not any(p in known for known in problems)]
+        raise ConfigError(problems, source) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -546,6 +574,11 @@ def parse_config_text(text: str, source: str = "config") -> Config:
     """Validate a config given as YAML text; raises ConfigError naming every problem."""
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"not valid YAML{where} of {source}: {what}"], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
     return parse_config(data, source)

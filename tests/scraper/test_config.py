@@ -188,3 +188,47 @@ def test_enable_http_2_set_explicitly_warns_that_requests_speaks_http_1_1() -> N
 
 def test_an_empty_config_is_refused_rather_than_taken_for_scrape_nothing() -> None:
     assert problems_of("# saved half-way by an editor\n") == ["the config is empty; give at least scrape: and write:"]
+
+
+def test_the_readmes_dotted_custom_type_form_is_the_nested_form() -> None:
+    dotted = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom.wall: {enabled: true, path: /debug/pprof/wall, delta: true}"""))
+    nested = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/wall, delta: true}}"""))
+    assert dotted == nested
+    assert dotted.scrape["local"].profiling_config.custom["wall"].delta
+
+
+def test_a_custom_type_given_in_both_forms_is_refused() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom.wall: {enabled: true, path: /a}
+      profile.custom: {wall: {enabled: true, path: /b}}"""))
+    assert "custom profile type 'wall' is given twice" in problems[0]
+
+
+def test_alloys_spelling_enable_http2_is_accepted_beside_enable_http_2() -> None:
+    config = parse_config_text(MINIMAL.replace(
+        "forward_to: [files]", "forward_to: [files]\n    http_client_config: {enable_http2: false}"))
+    assert config.scrape["local"].http_client_config.enable_http_2 is False
+
+
+def test_an_unknown_receiver_is_listed_beside_the_other_problems_not_after_them() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", "forward_to: [nope]\n    scheme: ftp"))
+    assert len(problems) == 2
+    assert any(p.startswith("scrape.local.scheme:") for p in problems)
+    assert "scrape.local.forward_to: 'nope' is not a receiver under write: (files)" in problems
+
+
+def test_a_yaml_syntax_error_names_the_file_and_where(tmp_path) -> None:
+    from scraper.config import load_config
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("scrape:\n  a: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"not valid YAML at line 3, column 1 of {path}: ")
+    assert "<unicode string>" not in str(info.value)
