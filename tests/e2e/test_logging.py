@@ -26,6 +26,6 @@ write:
     env.pop("SCRAPER_LOG_LEVEL")
     beat = Proc("beat", [sys.executable, "-m", "celery", "-A", "worker", "beat", "--pidfile="], env, tmp_path)
     procs.append(beat)
-    beat.wait_for_output("scrape specs from", timeout=60)
+    beat.wait_for_output("planned 5 scrape specs", timeout=60)
     line = next(line for line in beat.output().splitlines() if "planned 5 scrape specs" in line)
     assert f" INFO {socket.gethostname()}:{beat.process.pid} beat.scheduler: " in line
