@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import redis
 
@@ -130,7 +131,7 @@ class Supervisor:
         #: set once everything runs: a run that failed to start says only why, not "stopped"
         self.started = False
         self._made_data_dir = False
-        self._lock_file: object | None = None
+        self._lock_file: TextIO | None = None
 
     # ---------------------------------------------------------------- start
 
