@@ -102,16 +102,17 @@ class PlanScheduler(Scheduler):
             from scraper.httpserver import start_http_server
 
             _, port = start_http_server(settings.http_port, redis_factory=lambda: self.redis, ready=self.ready,
-                                        config=self.source.get)
-            log.info("serving /metrics, /targets, /-/healthy and /-/ready on port %d", port)
+                                        config=self.source.get, host=str(settings.http_address))
+            log.info("serving /metrics, /targets, /-/healthy and /-/ready on %s port %d", settings.http_address, port)
 
     def _key(self, key: str) -> str:
         return keys.sharded(key, self.shard)
 
     def ready(self) -> tuple[bool, str]:
         """Not ready while the last config change is refused: the reason says which problems to fix."""
-        if self.source.last_error:
-            return False, f"a config reload was refused, the last good config stays in force: {self.source.last_error}"
+        ok, reason = self.source.ready()
+        if not ok:
+            return ok, reason
         return True, "emitting" if self.lock.held else "standing by"
 
     def get_schedule(self) -> dict[str, Any]:

@@ -37,7 +37,7 @@ KEEP_INTERVALS = 3
 PRUNE_PER_WRITE = 16
 
 # KEYS: blob, refs, pending zset, pending bytes (the stash, as delivery's _STASH), baseline hash,
-#       baseline index, baseline bytes, counters.
+#       baseline index, baseline bytes, counters, unpublished (as delivery's _STASH).
 # ARGV: blob head, id, now, delta tail ('' when none), slot the delta was taken against ('' when
 #       none), this slot, baseline data, baseline expires at, baseline budget, receivers...
 # Returns {1 if the delta is stashed else 0, the baseline outcome, pending total}.
@@ -78,6 +78,7 @@ end
 local blob = ARGV[1] .. (with_delta and ARGV[4] or '\\192')
 redis.call('set', KEYS[1], blob)
 for i = 10, #ARGV do redis.call('sadd', KEYS[2], ARGV[i]) end
+redis.call('zadd', KEYS[9], 'NX', ARGV[3], ARGV[2])
 local total
 if redis.call('zadd', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 1 then
   total = redis.call('incrby', KEYS[4], string.len(blob))
@@ -133,8 +134,9 @@ def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[s
     new = delta.baseline
     expires_at = new.slot + KEEP_INTERVALS * spec.interval_s
     pipe.eval(
-        _STASH_WITH_BASELINE, 8,
+        _STASH_WITH_BASELINE, 9,
         *delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES, keys.COUNTERS,
+        keys.UNPUBLISHED,
         head, profile.id, profile.start, tail if delta.body is not None else b"",
         slot_text(delta.against_slot) if delta.against_slot is not None else "", slot_text(new.slot),
         new.encode(), expires_at, budget, *receivers,

@@ -122,6 +122,14 @@ class ProfilingConfig(_Model):
         if not isinstance(data, dict):
             return data
         merged = dict(data)
+        # `profile.custom.<name>: {...}` (the README's form) is `profile.custom: {<name>: {...}}`
+        for key in [k for k in merged if isinstance(k, str) and k.startswith("profile.custom.")]:
+            custom = dict(merged.get("profile.custom") or {})
+            name = key.removeprefix("profile.custom.")
+            if name in custom:
+                raise ValueError(f"custom profile type {name!r} is given twice, as {key} and under profile.custom")
+            custom[name] = merged.pop(key)
+            merged["profile.custom"] = custom
         for key, (_, enabled, path, delta) in BUILTIN_PROFILE_TYPES.items():
             for name in (f"profile.{key}", key):
                 given = merged.get(name)
@@ -171,6 +179,23 @@ class ProfilingConfig(_Model):
             raise ValueError(f"path_prefix must be empty or start with '/', got {value!r}")
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _one_type_per_url(self) -> ProfilingConfig:
+        # Two types at one URL would be two requests for one profile: a second CPU (or Node wall)
+        # profile is refused by the target while the first runs, so one of them fails every interval.
+        by_path: dict[str, str] = {}
+        for key in self.enabled_types():
+            path = self.path_prefix + self.type_settings(key).path
+            if path in by_path:
+                raise ValueError(f"{_type_key(by_path[path])} and {_type_key(key)} both request {path}: "
+                                 "enable one of them, or give one another path")
+            by_path[path] = key
+        return self
+
+    def type_settings(self, key: str) -> ProfileType:
+        """The settings of the type ``key`` (a built-in key or a custom name)."""
+        return getattr(self, key) if key in BUILTIN_PROFILE_TYPES else self.custom[key]
+
     def enabled_types(self) -> dict[str, tuple[str, ProfileType]]:
         """Return the enabled profile types: config key -> (stored ``__name__``, its settings)."""
         out: dict[str, tuple[str, ProfileType]] = {}
@@ -182,6 +207,11 @@ class ProfilingConfig(_Model):
             if profile.enabled:
                 out[name] = (name, profile)
         return out
+
+
+def _type_key(key: str) -> str:
+    """How the config spells a type's key: ``profile.process_cpu``, ``profile.custom.wall``."""
+    return f"profile.{key}" if key in BUILTIN_PROFILE_TYPES else f"profile.custom.{key}"
 
 
 # --------------------------------------------------------------------------- scrape jobs
@@ -350,19 +380,9 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _forward_to_known_receivers(self) -> Config:
-        problems = []
-        for job_key, job in self.scrape.items():
-            for name in job.forward_to:
-                if name not in self.write:
-                    known = ", ".join(sorted(self.write)) or "none defined"
-                    problems.append(f"scrape.{job_key}.forward_to: {name!r} is not a receiver under write: ({known})")
+        jobs = {key: {"forward_to": job.forward_to, "job_name": job.job_name} for key, job in self.scrape.items()}
+        problems = _reference_problems(jobs, self.write)
         problems += self._ingest_renames()
-        names: dict[str, str] = {}
-        for job_key, job in self.scrape.items():
-            name = job.job_name or job_key
-            if name in names:
-                problems.append(f"scrape.{job_key}.job_name: {name!r} is already the job name of scrape.{names[name]}")
-            names[name] = job_key
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -417,6 +437,28 @@ class Config(_Model):
 
 
 # --------------------------------------------------------------------------- loading
+def _reference_problems(scrape: Any, write: Any) -> list[str]:
+    """What the jobs name that does not exist (a receiver in ``forward_to``) or exists twice (a job
+    name), from the jobs as given: checked even when other parts of the config are invalid, so
+    ``check`` lists these with the rest instead of after they are fixed."""
+    if not isinstance(scrape, dict):
+        return []
+    receivers = sorted(str(name) for name in write) if isinstance(write, dict) else []
+    problems = []
+    names: dict[str, str] = {}
+    for job_key, job in scrape.items():
+        if not isinstance(job, dict):
+            continue
+        forward_to = job.get("forward_to")
+        for name in forward_to if isinstance(forward_to, (list, tuple)) else []:
+            if isinstance(name, str) and name not in receivers:
+                known = ", ".join(receivers) or "none defined"
+                problems.append(f"scrape.{job_key}.forward_to: {name!r} is not a receiver under write: ({known})")
+        name = job.get("job_name") or job_key
+        if name in names:
+            problems.append(f"scrape.{job_key}.job_name: {name!r} is already the job name of scrape.{names[name]}")
+        names[name] = job_key
+    return problems
 
 
 class _ConfigLoader(StrictLoader):
@@ -462,7 +504,11 @@ def parse_config(data: Any, source: str = "config") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_problems_of(exc), source) from None
+        problems = _problems_of(exc)
+        # the references are checked after the rest validates: say what they lack now, not next time
+        problems += [p for p in _reference_problems(data.get("scrape"), data.get("write"))
+                     if not any(p in known for known in problems)]
+        raise ConfigError(problems, source) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -479,6 +525,11 @@ def parse_config_text(text: str, source: str = "config") -> Config:
     """Validate a config given as YAML text; raises ConfigError naming every problem."""
     try:
         data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise ConfigError([f"not valid YAML{where} of {source}: {what}"], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"not valid YAML: {exc}"], source) from None
     return parse_config(data, source)
@@ -518,6 +569,14 @@ class ConfigSource:
                     self._mtime = mtime
                     self._reload()
         return self._config
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, reason) for ``/-/ready``: not ready while the last change of the file is refused, the
+        reason naming its problems; the file is looked at first, so a fixed config clears it."""
+        self.get()
+        if self.last_error:
+            return False, f"a config reload was refused, the last good config stays in force: {self.last_error}"
+        return True, f"config version {self.version} in force"
 
     def _reload(self) -> None:
         try:

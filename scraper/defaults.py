@@ -18,6 +18,12 @@ def trace_allocations(enabled: bool) -> None:
         tracemalloc.start(TRACEMALLOC_FRAMES)
 
 
+def log_format(process: str) -> str:
+    """The one log line format of every process: time, level, which process (``run``, ``beat``,
+    ``worker1`` under ``pprof-scraper run``; ``host:pid`` otherwise), logger, message."""
+    return f"%(asctime)s %(levelname)s {process.replace('%', '%%')} %(name)s: %(message)s"
+
+
 #: The commented example config that ``pprof-scraper init`` writes.
 EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 
@@ -25,10 +31,10 @@ EXAMPLE_CONFIG = Path(__file__).with_name("example_config.yaml")
 DEFAULT_RUN_HTTP_PORT = 6060
 
 
-def builtin_config_yaml(targets: list[tuple[str, int]], tracemalloc: bool) -> str:
-    """A config scraping each ``(component, port)`` on 127.0.0.1 every 15 s into ./profiles
+def builtin_config_yaml(host: str, targets: list[tuple[str, int]], tracemalloc: bool) -> str:
+    """A config scraping each ``(component, port)`` on ``host`` every 15 s into ./profiles
     (and its heap every minute when tracemalloc traces: a heap profile then takes seconds)."""
-    addresses = [{"__address__": f"127.0.0.1:{port}", "component": component, "service_name": "pprof-scraper"}
+    addresses = [{"__address__": f"{host}:{port}", "component": component, "service_name": "pprof-scraper"}
                  for component, port in targets]
     off = {"enabled": False}
     jobs: dict[str, object] = {

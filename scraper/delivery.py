@@ -33,11 +33,12 @@ from .receivers import Profile
 
 log = logging.getLogger(__name__)
 
-# KEYS: blob, refs, pending zset, pending bytes. ARGV: blob, id, now, receivers...
+# KEYS: blob, refs, pending zset, pending bytes, unpublished zset. ARGV: blob, id, now, receivers...
 # Counted once per id, so a duplicate scrape of the same slot does not inflate the total.
 _STASH = """
 redis.call('set', KEYS[1], ARGV[1])
 for i = 4, #ARGV do redis.call('sadd', KEYS[2], ARGV[i]) end
+redis.call('zadd', KEYS[5], 'NX', ARGV[3], ARGV[2])
 if redis.call('zadd', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 1 then
   return redis.call('incrby', KEYS[4], string.len(ARGV[1]))
 end
@@ -84,7 +85,34 @@ def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pendi
 def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[str]) -> None:
     """Queue on ``pipe`` what :func:`stash` does in Redis, so a scrape's writes share one round trip.
     Its reply is the pending total, for :func:`keep_within_budget` once the pipeline has run."""
-    pipe.eval(_STASH, 4, *stash_keys(profile.id), _pack(profile), profile.id, time.time(), *receivers)
+    pipe.eval(_STASH, 5, *stash_keys(profile.id), keys.UNPUBLISHED, _pack(profile), profile.id, time.time(), *receivers)
+
+
+def published(client: redis.Redis, push_ids: list[str]) -> None:
+    """Say that the push tasks of ``push_ids`` are in the broker: no sweep needs to send them."""
+    if push_ids:
+        client.zrem(keys.UNPUBLISHED, *push_ids)
+
+
+#: Seconds after which a stashed profile whose pushes were never published is taken for an orphan:
+#: far longer than the gap between a scrape's stash and its publish (one round trip each).
+ORPHAN_AFTER_S = 60.0
+
+
+def claim_orphans(client: redis.Redis, *, now: float | None = None, limit: int = 100) -> dict[str, list[str]]:
+    """Profiles stashed over :data:`ORPHAN_AFTER_S` ago whose push tasks were never published (the
+    worker died in between): for each push id, the receivers still owed it. Each is claimed by one
+    caller only (ZREM is the claim), who must publish its pushes; ids whose profile is gone (delivered
+    or evicted meanwhile) are dropped from the set and not returned."""
+    cutoff = (time.time() if now is None else now) - ORPHAN_AFTER_S
+    claimed: dict[str, list[str]] = {}
+    for raw in client.zrangebyscore(keys.UNPUBLISHED, "-inf", cutoff, start=0, num=limit):
+        push_id = raw.decode()
+        if client.zrem(keys.UNPUBLISHED, push_id):
+            receivers = sorted(r.decode() for r in client.smembers(keys.BODY_REFS.format(id=push_id)))
+            if receivers:
+                claimed[push_id] = receivers
+    return claimed
 
 
 def keep_within_budget(client: redis.Redis, total: int, newest_id: str, max_pending_bytes: int,

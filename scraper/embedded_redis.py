@@ -4,14 +4,27 @@ dir, with append-only persistence so queued pushes survive a restart."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger(__name__)
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: get SIGTERM when the parent dies, so a killed parent leaves no
+    process behind (Linux; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def redis_server_binary() -> Path:
@@ -45,6 +58,9 @@ class EmbeddedRedis:
              "--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
              "--maxmemory-policy", "noeviction", "--logfile", str(logfile)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            # Its own session: a terminal's Ctrl-C goes to the whole foreground group, and Redis must
+            # outlive the workers' shutdown (they still record and push) to flush what they left.
+            start_new_session=True, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout_s
         while not self._answers():
@@ -59,16 +75,19 @@ class EmbeddedRedis:
         except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
             return False
 
-    def stop(self) -> None:
-        """Shut Redis down, flushing the append-only file first."""
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Shut Redis down, flushing the append-only file first; kill it after ``timeout_s``."""
         if self.process is None or self.process.poll() is not None:
             return
         try:
-            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=5).shutdown()
+            # No retries: the server closing the connection is SHUTDOWN working, and redis-py's
+            # default retries would spend seconds reconnecting to a server that is gone.
+            redis.Redis(unix_socket_path=str(self.socket), socket_timeout=timeout_s,
+                        retry=Retry(NoBackoff(), 0)).shutdown()
         except (redis.ConnectionError, redis.ResponseError):
             pass  # the server closes the connection as it exits
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

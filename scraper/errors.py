@@ -2,6 +2,7 @@
 
     ScraperError
     ├── ConfigError                 the config file or the environment is invalid
+    ├── StartupError                ``pprof-scraper run`` cannot start (data dir in use, port taken, …)
     ├── UnknownJobError             a task names a job this process's config does not have
     ├── SecretFileError             a *_file secret is missing, unreadable or too open
     ├── ScrapeError                 one scrape failed; ``kind`` is the label used in status and metrics
@@ -36,6 +37,10 @@ class ConfigError(ScraperError):
         self.source = source
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source} is invalid ({len(problems)} problem{'s' if len(problems) != 1 else ''}):\n{lines}")
+
+
+class StartupError(ScraperError):
+    """``pprof-scraper run`` cannot start; the message says what is in the way and what to do."""
 
 
 class UnknownJobError(ScraperError):

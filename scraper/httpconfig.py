@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 
 class Model(BaseModel):
@@ -165,7 +165,8 @@ class HTTPClientConfig(ProxyConfig):
     #: sent with every request; a header given several values is sent once, the values joined by ", "
     http_headers: dict[str, list[SecretStr]] = {}
     follow_redirects: bool = True
-    enable_http_2: bool = True
+    #: Alloy spells it enable_http2, the seed enable_http_2: both are accepted
+    enable_http_2: bool = Field(default=True, validation_alias=AliasChoices("enable_http_2", "enable_http2"))
 
     @model_validator(mode="after")
     def _one_auth_method(self) -> HTTPClientConfig:

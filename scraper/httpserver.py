@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import socket
 import sys
 import threading
 import time
@@ -22,8 +23,8 @@ import redis
 from . import metrics, profile_view
 from .config import Config
 from .runtime import OffTheHub
-from .status import TargetHealth, TargetStatus, read_statuses, select
-from .status_view import format_age, format_duration, format_labels, health_summary
+from .status import TargetHealth, TargetStatus, read_statuses
+from .status_view import InstanceStatus, format_age, format_duration, format_labels, group_instances, health_summary
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class ScraperHTTPServer(ThreadingHTTPServer):
         address: tuple[str, int],
         redis_factory: Callable[[], redis.Redis] | None,
         ready: ReadyCheck | None,
-        config: Callable[[], Config] | None = None,
+        config: Callable[[], Config | None] | None = None,
     ) -> None:
         self._config = config
         self._library: profile_view.ProfileLibrary | None = None
@@ -73,6 +74,8 @@ class ScraperHTTPServer(ThreadingHTTPServer):
         if self._config is None:
             return None
         config = self._config()
+        if config is None:
+            return None
         if self._library is None or self._library.config is not config:
             self._library = profile_view.ProfileLibrary(config)
         return self._library
@@ -91,15 +94,18 @@ def start_http_server(
     *,
     redis_factory: Callable[[], redis.Redis] | None,
     ready: ReadyCheck | None = None,
-    host: str = "0.0.0.0",
-    config: Callable[[], Config] | None = None,
+    host: str = "127.0.0.1",
+    config: Callable[[], Config | None] | None = None,
 ) -> tuple[ScraperHTTPServer, int]:
-    """Serve on ``host:port`` (0 picks a free port) from a daemon thread; return the server and its port.
+    """Serve on ``host:port`` (0 picks a free port; an IPv6 ``host`` such as ``::`` works too) from a
+    daemon thread; return the server and its port.
 
     ``config`` returns the config in force; with it, /targets links each target to its stored
     profiles and /profile shows them. Stop it with ``server.shutdown(); server.server_close()``.
     """
-    server = ScraperHTTPServer((host, port), redis_factory, ready, config)
+    server_class = type("ScraperHTTPServer6", (ScraperHTTPServer,), {"address_family": socket.AF_INET6}) \
+        if ":" in host else ScraperHTTPServer
+    server = server_class((host, port), redis_factory, ready, config)
     thread = threading.Thread(target=server.serve_forever, name="pprof-scraper-http", daemon=True)
     thread.start()
     return server, server.server_address[1]
@@ -129,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._pprof(url.path, query)
             else:
                 self._send(404, b"not found; see / for what this server serves\n", _TEXT)
+        except (ConnectionError, TimeoutError):
+            raise  # the client went away (a scraper stopping mid-profile): handle_error keeps it quiet
         except Exception:
             logger.exception("internal error serving %s", url.path)
             self._send(500, b"internal error; see the server's log\n", _TEXT)
@@ -179,13 +187,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(400, f"unknown health {query['health'][0]!r}; use one of {choices}\n".encode(), _TEXT)
                 return
         try:
+            page_number = max(1, int(query.get("page", ["1"])[0]))
+            refresh_s = max(0, int(query.get("refresh", [str(REFRESH_S)])[0]))
+        except ValueError:
+            self._send(400, b"page and refresh take whole numbers\n", _TEXT)
+            return
+        try:
             statuses = read_statuses(self.server.redis())
         except redis.RedisError as exc:
             self._send(503, f"cannot read target status: Redis does not answer: {exc}\n".encode(), _TEXT)
             return
         library = self.server.library()
         links = (lambda labels: profile_view.profile_links(library, labels)) if library is not None else None
-        page = render_targets_page(statuses, job=job, health=health, now=time.time(), links=links)
+        page = render_targets_page(statuses, job=job, health=health, text=query.get("q", [""])[0].strip(),
+                                   page=page_number, refresh_s=refresh_s, now=time.time(), links=links)
         self._send(200, page.encode(), _HTML)
 
     def _pprof(self, path: str, query: dict[str, list[str]]) -> None:
@@ -224,6 +239,11 @@ tr.down td { background: #fff4f4; }
          white-space: pre-wrap; word-break: break-word; font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
 .muted { color: #8a939b; }
 .stored { font-size: .85em; white-space: nowrap; }
+.type { display: inline-block; white-space: nowrap; border-left: 3px solid #8a939b; padding: 0 .4em; margin: 0 .3em .2em 0;
+        font: 12px ui-monospace, SFMono-Regular, Menlo, monospace; }
+.type.up { border-color: #2e8540; } .type.down { border-color: #c62828; background: #fdeaea; }
+.pager { margin: .6em 0; }
+input { font: inherit; }
 """
 
 _INDEX = """<!doctype html>
@@ -245,98 +265,146 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+#: Instances on one page of /targets: a page stays small (and quick to reload) at 10,000 targets.
+PAGE_SIZE = 100
+#: Seconds between reloads of /targets; ``?refresh=0`` stops them.
+REFRESH_S = 30
+
+
 def render_targets_page(
     statuses: list[TargetStatus],
     *,
     job: str | None = None,
     health: TargetHealth | None = None,
+    text: str = "",
+    page: int = 1,
+    refresh_s: int = REFRESH_S,
     now: float,
     links: Callable[[dict[str, str]], str] | None = None,
 ) -> str:
-    """The ``/targets`` page: a filter form, then one table per job, down targets first, errors in full.
+    """The ``/targets`` page: a filter form, then one table per job of one row per instance (down
+    first), a cell per profile type, and each distinct error once under its instance.
 
     ``statuses`` are all of them, in :func:`~scraper.status.read_statuses` order; the form offers
-    every job while the tables show those selected by ``job`` and ``health``. ``links`` makes the HTML
-    that links a target's type to its stored profiles.
+    every job while the tables show the instances selected by ``job``, ``health`` (of the instance:
+    down when any type is) and ``text`` (a substring of its instance or labels), ``PAGE_SIZE`` at a time.
+    ``links`` makes the HTML that links a target's type to its stored profiles.
     """
-    jobs = sorted({s.job for s in statuses})
-    shown = select(statuses, job=job, health=health)
+    instances = group_instances(statuses)
+    jobs = sorted({i.job for i in instances})
+    needle = text.lower()
+    shown = [i for i in instances
+             if (job is None or i.job == job) and (health is None or i.health == health)
+             and (not needle or any(needle in f"{k}={v}".lower() for k, v in i.labels.items()))]
+    pages = max(1, -(-len(shown) // PAGE_SIZE))
+    page = min(page, pages)
+    on_page = shown[(page - 1) * PAGE_SIZE:page * PAGE_SIZE]
     job_options = "".join(
         f'<option value="{_e(j)}"{" selected" if j == job else ""}>{_e(j)}</option>' for j in jobs
     )
     health_options = "".join(
         f'<option value="{h.value}"{" selected" if h == health else ""}>{h.value}</option>' for h in TargetHealth
     )
+    here = {k: v for k, v in (("job", job), ("health", health.value if health else None), ("q", text or None),
+                              ("refresh", None if refresh_s == REFRESH_S else str(refresh_s))) if v is not None}
+
+    def link(**changes: object) -> str:
+        return "/targets?" + urlencode({**here, **{k: str(v) for k, v in changes.items()}})
+
+    refresh = f'<meta http-equiv="refresh" content="{refresh_s}">' if refresh_s else ""
+    refresh_link = (f'reloads every {refresh_s}s · <a href="{_e(link(refresh=0))}">stop</a>' if refresh_s
+                    else f'<a href="{_e(link(refresh=REFRESH_S))}">reload every {REFRESH_S}s</a>')
     parts = [
-        '<!doctype html><html><head><meta charset="utf-8"><title>pprof-scraper: targets</title>',
+        f'<!doctype html><html><head><meta charset="utf-8">{refresh}<title>pprof-scraper: targets</title>',
         f"<style>{_STYLE}</style></head><body>",
         "<h1>Targets</h1>",
-        f'<div class="summary">{_e(health_summary(statuses))} · as of '
-        f'{_e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)))}</div>',
+        f'<div class="summary">{_e(health_summary(instances))} ({len(statuses)} profile types) · as of '
+        f'{_e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)))} · {refresh_link}</div>',
         '<form method="get" action="/targets">',
         f'<label>job <select name="job"><option value="">all</option>{job_options}</select></label>',
         f'<label>health <select name="health"><option value="">all</option>{health_options}</select></label>',
+        f'<label>labels <input name="q" value="{_e(text)}" placeholder="instance or label"></label>',
         '<button type="submit">show</button>',
         ' <a href="/targets?health=down">only down</a> · <a href="/targets">all</a>',
         "</form>",
     ]
     if not shown:
         parts.append('<p class="muted">No targets match. Beat registers targets when it plans the config.</p>')
-    for job_name, group in groupby(shown, key=lambda s: s.job):
+    else:
+        parts.append(_pager(page, pages, len(shown), link))
+    for job_name, group in groupby(on_page, key=lambda i: i.job):
         parts.append(_job_section(job_name, list(group), now, links))
+    if pages > 1:
+        parts.append(_pager(page, pages, len(shown), link))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _job_section(job: str, statuses: list[TargetStatus], now: float,
+def _pager(page: int, pages: int, count: int, link: Callable[..., str]) -> str:
+    first = (page - 1) * PAGE_SIZE + 1
+    text = f"instances {first}–{min(count, page * PAGE_SIZE)} of {count}"
+    if pages == 1:
+        return f'<div class="pager muted">{_e(text)}</div>'
+    previous = f'<a href="{_e(link(page=page - 1))}">← previous</a>' if page > 1 else ""
+    following = f'<a href="{_e(link(page=page + 1))}">next →</a>' if page < pages else ""
+    return f'<div class="pager">{previous} {_e(text)} (page {page} of {pages}) {following}</div>'
+
+
+def _job_section(job: str, instances: list[InstanceStatus], now: float,
                  links: Callable[[dict[str, str]], str] | None) -> str:
-    counts = Counter(s.health for s in statuses)
+    counts = Counter(i.health for i in instances)
     count_text = " · ".join(f"{counts[h]} {h.value}" for h in TargetHealth if counts[h])
     link = "/targets?" + urlencode({"job": job})
     rows = [
         f'<h2 id="job-{_e(job)}"><a href="{_e(link)}">{_e(job)}</a><span class="counts">{_e(count_text)}</span></h2>',
-        "<table><thead><tr><th>health</th><th>profile</th><th>labels</th><th>url</th><th>last scrape</th>"
-        '<th class="num">took</th><th class="num">ok / failed</th><th>worker</th></tr></thead><tbody>',
+        "<table><thead><tr><th>health</th><th>instance</th><th>labels</th><th>profile types</th>"
+        "<th>last scrape</th></tr></thead><tbody>",
     ]
-    for s in statuses:
-        rows.append(_target_rows(s, now, links))
+    for instance in instances:
+        rows.append(_instance_rows(instance, now, links))
     rows.append("</tbody></table>")
     return "\n".join(rows)
 
 
-def _target_rows(s: TargetStatus, now: float, links: Callable[[dict[str, str]], str] | None) -> str:
-    # job is the section's heading; __name__ goes with the profile type
-    shown = {k: v for k, v in s.labels.items() if k not in ("job", "__name__")}
-    labels = "".join(f'<span class="label">{_e(text)}</span>' for text in format_labels(shown))
-    profile = _e(s.profile_type)
-    if s.labels.get("__name__", s.profile_type) != s.profile_type:
-        profile += f'<br><span class="muted">__name__="{_e(s.labels["__name__"])}"</span>'
-    if links is not None and (stored := links(s.labels)):
-        profile += f'<br><span class="stored">{stored}</span>'
-    if s.delta_note:
-        profile += f'<br><span class="muted">{_e(s.delta_note)}</span>'
-    # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
-    url = (
-        f'<a class="url" href="{_e(s.url)}">{_e(s.url)}</a>'
-        if s.url.startswith(("http://", "https://"))
-        else f'<span class="url">{_e(s.url)}</span>'
-    )
+def _instance_rows(instance: InstanceStatus, now: float, links: Callable[[dict[str, str]], str] | None) -> str:
+    health = instance.health.value
+    labels = "".join(f'<span class="label">{_e(text)}</span>' for text in
+                     format_labels({k: v for k, v in instance.labels.items() if k != "instance"}))
+    cells = "".join(_type_cell(s, now, links) for s in instance.types)
     when = ""
-    if s.last_scrape is not None:
-        when = _e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(s.last_scrape)))
+    if instance.last_scrape is not None:
+        when = _e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(instance.last_scrape)))
     row = (
-        f'<tr class="{s.health.value}">'
-        f'<td><span class="badge {s.health.value}">{s.health.value}</span></td>'
-        f"<td>{profile}</td><td>{labels}</td><td>{url}</td>"
-        f'<td title="{when}">{_e(format_age(s.last_scrape, now))}</td>'
-        f'<td class="num">{_e(format_duration(s.last_scrape_duration))}</td>'
-        f'<td class="num">{s.successes} / {s.failures}</td>'
-        f'<td class="worker">{_e(s.worker or "")}</td></tr>'
+        f'<tr class="{health}">'
+        f'<td><span class="badge {health}">{health}</span></td>'
+        f'<td class="url">{_e(instance.instance)}</td><td>{labels}</td><td>{cells}</td>'
+        f'<td title="{when}">{_e(format_age(instance.last_scrape, now))}</td></tr>'
     )
-    if s.last_error is None:
+    errors = instance.errors()
+    if not errors:
         return row
-    since = f"last success {format_age(s.last_success, now)}" if s.last_success is not None else "never succeeded"
-    return (
-        row + f'<tr class="{s.health.value} error-row"><td></td><td colspan="7">'
-        f'<pre class="error">{_e(s.last_error)}</pre><span class="muted">{_e(since)}</span></td></tr>'
-    )
+    last_success = max((s.last_success for s in instance.types if s.last_success is not None), default=None)
+    since = f"last success {format_age(last_success, now)}" if last_success is not None else "never succeeded"
+    blocks = "".join(f'<pre class="error">{_e(", ".join(types))}: {_e(error)}</pre>' for types, error in errors)
+    return row + (f'<tr class="{health} error-row"><td></td><td colspan="4">{blocks}'
+                  f'<span class="muted">{_e(since)}</span></td></tr>')
+
+
+def _type_cell(s: TargetStatus, now: float, links: Callable[[dict[str, str]], str] | None = None) -> str:
+    """One profile type of one instance: its health, how long its last scrape took, its counts and
+    worker (on hover), its URL as a link. The place for more per-(instance, type) detail."""
+    name = s.labels.get("__name__", s.profile_type)
+    title = (f"{s.url}\n{s.successes} ok / {s.failures} failed · last {format_age(s.last_scrape, now)}"
+             + (f" on {s.worker}" if s.worker else "") + (f'\nstored as __name__="{name}"' if name != s.profile_type else ""))
+    took = format_duration(s.last_scrape_duration)
+    # Only http(s) URLs become links: a label-made scheme must not become a javascript: link.
+    label = _e(s.profile_type)
+    if s.url.startswith(("http://", "https://")):
+        label = f'<a href="{_e(s.url)}">{label}</a>'
+    cell = (f'<span class="type {s.health.value}" title="{_e(title)}">{label}'
+            + (f' <span class="muted">{_e(took)}</span>' if took else ""))
+    if links is not None and (stored := links(s.labels)):
+        cell += f' <span class="stored">{stored}</span>'
+    if s.delta_note:
+        cell += f'<br><span class="muted">{_e(s.delta_note)}</span>'
+    return cell + "</span>"

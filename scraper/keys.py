@@ -23,14 +23,17 @@ BODY = PREFIX + "body:{id}"
 BODY_REFS = PREFIX + "body-refs:{id}"
 #: pending push ids scored by when they were stored, oldest first: what a full budget evicts
 PENDING = PREFIX + "pending"
+#: push ids stashed whose push tasks are not known to be published yet, scored by when they were
+#: stored: a worker killed in between leaves its ids here for another worker's sweep to send
+UNPUBLISHED = PREFIX + "unpublished"
 #: bytes of all pending profiles
 PENDING_BYTES = PREFIX + "pending-bytes"
 #: pushes that used up their retries (or were evicted): a list of msgpack entries, newest first
 DEADLETTER = PREFIX + "deadletter"
 #: bytes of the dead-letter list
 DEADLETTER_BYTES = PREFIX + "deadletter-bytes"
-#: a CPU profile request in flight to a target (value: the holder's token), by scheme://address
-CPU_INFLIGHT = PREFIX + "cpu-inflight:{target}"
+#: a request holding a profile open (CPU, wall, fgprof) in flight, by scheme://address/path (a redis-py Lock)
+PROFILE_INFLIGHT = PREFIX + "inflight:{url}"
 #: the baseline of a cumulative profile series (hash: slot, data), by spec key: what its next delta subtracts
 BASELINE = PREFIX + "baseline:{key}"
 #: baseline keys scored by when they expire (Unix seconds): what the next write prunes

@@ -165,9 +165,52 @@ class DeadletterCollector:
         )
 
 
+class TargetCollector:
+    """Per (job, instance, profile type), from the target statuses in Redis on each collect, the way
+    Prometheus' ``up`` works: ``pprof_scraper_target_up`` (1 after a good scrape, 0 after a failed one;
+    absent until the first) and ``pprof_scraper_target_last_success_timestamp_seconds``, so "down for
+    5 minutes" is one alert rule.
+
+    The job goes in ``scrape_job``: a ``job`` label would collide with the one Prometheus sets for the
+    scrape of /metrics itself. Two series per planned (target, type): at 10,000 targets with 5 types
+    each, 100,000 series (bench/metrics_targets.py; docs/watching.md has the figures).
+    """
+
+    LABELS = ("scrape_job", "instance", "profile_type")
+
+    def __init__(self, redis_factory: Callable[[], redis.Redis]) -> None:
+        self._redis_factory = redis_factory
+
+    def describe(self) -> list[Metric]:
+        return []  # registering must not touch Redis
+
+    def collect(self) -> Iterator[Metric]:
+        from .status import TargetHealth, read_statuses
+
+        try:
+            statuses = read_statuses(self._redis_factory())
+        except redis.RedisError:
+            return
+        up = GaugeMetricFamily("pprof_scraper_target_up",
+                               "1 if the last scrape of this target and profile type succeeded, 0 if it failed.",
+                               labels=self.LABELS)
+        last_success = GaugeMetricFamily("pprof_scraper_target_last_success_timestamp_seconds",
+                                         "Start of the last successful scrape of this target and profile type.",
+                                         labels=self.LABELS)
+        for s in statuses:
+            labels = [s.job, s.labels.get("instance", ""), s.profile_type]
+            if s.health is not TargetHealth.UNKNOWN:
+                up.add_metric(labels, 1.0 if s.health is TargetHealth.UP else 0.0)
+            if s.last_success is not None:
+                last_success.add_metric(labels, s.last_success)
+        yield up
+        yield last_success
+
+
 def exposition(redis_factory: Callable[[], redis.Redis] | None = None) -> tuple[bytes, str]:
     """The body and content type of a ``/metrics`` answer: this process's metrics, or in multiprocess
-    mode those of every process sharing the directory, plus the dead-letter size when Redis is given."""
+    mode those of every process sharing the directory, plus the dead-letter size and each target's
+    health when Redis is given."""
     registry = CollectorRegistry()
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
@@ -176,4 +219,5 @@ def exposition(redis_factory: Callable[[], redis.Redis] | None = None) -> tuple[
         registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector too
     if redis_factory is not None:
         registry.register(DeadletterCollector(redis_factory))
+        registry.register(TargetCollector(redis_factory))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -62,6 +62,9 @@ class Runtime:
         self.validate_off_hub = OffTheHub(threads=1, max_waiting=VALIDATIONS_WAITING)
         self.write_off_hub = OffTheHub(threads=FILE_WRITERS)
         self._file_batches = threading.BoundedSemaphore(FILE_WRITERS)
+        #: fetches running now, and whether the process is stopping (see :meth:`abandon_scrapes`)
+        self._fetching: set[gevent.Greenlet] = set()
+        self._abandoning = False
         for warning in self.source.get().warnings():
             log.warning("%s", warning)
 
@@ -94,12 +97,15 @@ class Runtime:
     # ---------------------------------------------------------------- scrape stage
 
     def scrape(self, job: str, profile_types: list[str], targets: list[dict[str, str]],
-               slots: list[float]) -> tuple[list[ScrapeResult], list[Exception]]:
+               slots: list[float], recorded: Callable[[list[ScrapeResult]], None] | None = None,
+               ) -> tuple[list[ScrapeResult], list[Exception]]:
         """Scrape every type of every target (``targets[i]`` at ``slots[i]``) concurrently, in greenlets.
 
         The quick types are recorded together as soon as they are in, the ones that hold for
         ``seconds`` (CPU, deltas) together when they are: two Redis round trips, and a target's
-        status shows its quick types without waiting 14 s. What raised (an unknown job, Redis gone)
+        status shows its quick types without waiting 14 s. ``recorded`` is called with each phase's
+        results once they are stored, so their pushes need not wait for the slow phase either.
+        What raised (an unknown job, Redis gone, ``recorded``)
         is returned beside the recorded results, so one target's or one phase's failure does not
         cost the others their pushes.
         """
@@ -107,11 +113,17 @@ class Runtime:
         quick: list[gevent.Greenlet] = []
         held: list[gevent.Greenlet] = []
         planned: list[tuple[ScrapeSpec, float]] = []
+        abandoned = 0
         for labels, at in zip(targets, slots):
             try:
-                planned += [(spec, at) for spec in self.specs(job, labels, profile_types)]
+                specs = self.specs(job, labels, profile_types)
             except Exception as exc:  # noqa: BLE001 - the caller re-raises once the others are pushed
                 errors.append(exc)
+                continue
+            if self._abandoning:
+                abandoned += len(specs)
+                continue
+            planned += [(spec, at) for spec in specs]
         # The baselines of every cumulative series of the task, in one round trip. Without them the
         # scrapes still run: their profiles become new baselines and push no delta.
         try:
@@ -122,18 +134,41 @@ class Runtime:
         for spec, at in planned:
             (held if spec.delta_seconds else quick).append(
                 gevent.spawn(outcome, self.fetch, spec, at, baselines.get(spec.key)))
+        self._fetching.update(quick + held)
         results: list[ScrapeResult] = []
         for phase in (quick, held):
             gevent.joinall(phase)
-            fetched = [g.value for g in phase if not isinstance(g.value, Exception)]
+            self._fetching.difference_update(phase)
+            # a fetch killed by abandon_scrapes ends with GreenletExit, neither a result nor an error
+            fetched = [g.value for g in phase if isinstance(g.value, ScrapeResult)]
             errors += [g.value for g in phase if isinstance(g.value, Exception)]
+            abandoned += sum(1 for g in phase if not isinstance(g.value, (ScrapeResult, Exception)))
             try:
                 self.record(fetched)
             except Exception as exc:  # noqa: BLE001 - as above
                 errors.append(exc)
                 continue
             results += fetched
+            if recorded is not None and fetched:
+                try:
+                    recorded(fetched)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    errors.append(exc)
+        if abandoned:
+            try:
+                status.incr_counter(self.redis, "scrapes_abandoned", abandoned)
+            except Exception as exc:  # noqa: BLE001 - as above
+                errors.append(exc)
         return results, errors
+
+    def abandon_scrapes(self) -> None:
+        """The process is stopping: end the fetches in flight now (a CPU profile would hold a warm
+        shutdown for its whole window) and start no more; :meth:`scrape` counts them as
+        ``scrapes_abandoned`` and still records and pushes what was already in. Safe from a signal
+        handler: the kills are scheduled, not waited for."""
+        self._abandoning = True
+        for greenlet in list(self._fetching):
+            greenlet.kill(block=False)
 
     def specs(self, job: str, target_labels: dict[str, str], profile_types: list[str]) -> list[ScrapeSpec]:
         """The specs of ``profile_types`` of one target, rebuilt from this process's config (ConfigError

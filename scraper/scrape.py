@@ -1,8 +1,8 @@
 """One scrape: fetch a spec's URL, validate the body as pprof, and say how it went.
 
 This is the body of one iteration of a scrape loop, without the loop: beat decides when,
-a worker calls :func:`scrape_once`. The CPU guard keeps two ``process_cpu`` requests from
-ever being in flight to the same target, wherever the tasks run.
+a worker calls :func:`scrape_once`. The in-flight guard keeps two requests that hold a profile
+open (CPU, wall time, fgprof) from ever being in flight to the same URL, wherever the tasks run.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import redis
+from redis.exceptions import LockError
 
 from . import keys
 from .client import TargetClient
@@ -24,23 +25,14 @@ from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
 from .plan import ScrapeSpec
 from .pprof import ProfileInfo, decompressed_size, parse_profile, validate_profile
 
-#: Go answers a second concurrent CPU profile with a 500, so only one may be in flight per target.
-CPU_PROFILE_TYPES = frozenset({"process_cpu"})
-
-#: How often a CPU scrape waiting for the target's previous CPU profile to end asks again.
-CPU_GUARD_POLL_S = 0.1
+#: How often a scrape waiting for the previous profile of its URL to end asks again.
+GUARD_POLL_S = 0.1
 
 #: Bodies that decompress to more than this are validated off the event loop. Validation costs up to
 #: ~1 µs a decompressed byte (a body of tiny samples), so this keeps the loop's share under ~100 ms,
 #: while a typical profile takes ~130 µs, less than a thread hop. By wire size instead, a 65 KB gzip
 #: body of 16.7 million samples was validated in place, for 15 s.
 OFFLOAD_BYTES = 64 * 1024
-
-_RELEASE_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
-return 0
-"""
-
 
 @dataclass(frozen=True)
 class ScrapeResult:
@@ -77,34 +69,39 @@ def push_id(spec: ScrapeSpec, scheduled_at: float) -> str:
 
 
 @contextmanager
-def cpu_guard(client: redis.Redis, spec: ScrapeSpec, *, wait_until: float,
-              clock: Callable[[], float] = time.time) -> Iterator[None]:
-    """Hold the target's CPU-profile slot for the request. While another scrape holds it (the previous
-    slot's profile, started late), wait for it to end, as a Prometheus scrape loop waits for its
+def inflight_guard(client: redis.Redis, spec: ScrapeSpec, *, wait_until: float,
+                   clock: Callable[[], float] = time.time) -> Iterator[None]:
+    """Hold the slot of ``spec``'s URL for the request when its type holds the request open for
+    ``seconds`` (process_cpu, fgprof, custom delta types): targets serve one such profile at a time
+    (Go answers a second CPU profile with ``500 cpu profiling already in use``, Node's @datadog/pprof a
+    second wall profile with ``500 wall profiler already in use``). While another scrape holds it (the
+    previous slot's, started late), wait for it to end, as a Prometheus scrape loop waits for its
     previous scrape; raise ScrapeSkipped if it is still held at ``wait_until`` (Unix seconds).
 
-    The slot expires after the request's timeout, so a worker that dies cannot block a target for long.
+    The slot is redis-py's Lock, keyed by the URL without its query, wherever the scrapes run; it
+    expires after the request's timeout, so a worker that dies cannot block a target for long.
     """
-    if spec.profile_type not in CPU_PROFILE_TYPES:
+    if not spec.delta_seconds:
         yield
         return
     url = urlsplit(spec.url)
-    key = keys.CPU_INFLIGHT.format(target=f"{url.scheme}://{url.netloc}")
-    token = uuid.uuid4().hex
-    # Skipping instead would lose the next profile whenever one started a second late; waiting lets
-    # the lag shrink by interval - seconds (1 s) per slot.
-    while not client.set(key, token, nx=True, px=int((spec.timeout_s + 1) * 1000)):
-        if clock() + CPU_GUARD_POLL_S > wait_until:
-            raise ScrapeSkipped(
-                "the previous CPU profile of this target was still in flight at the end of this slot's "
-                "interval (Go allows one at a time); skipped this one",
-                spec.url,
-            )
-        time.sleep(CPU_GUARD_POLL_S)
+    # Skipping at once instead would lose the next profile whenever one started a second late;
+    # waiting lets the lag shrink by interval - seconds (1 s) per slot.
+    lock = client.lock(keys.PROFILE_INFLIGHT.format(url=f"{url.scheme}://{url.netloc}{url.path}"),
+                       timeout=spec.timeout_s + 1, sleep=GUARD_POLL_S, thread_local=False)
+    if not lock.acquire(blocking=True, blocking_timeout=max(0.0, wait_until - clock())):
+        raise ScrapeSkipped(
+            "the previous profile request to this URL was still in flight at the end of this slot's "
+            "interval (targets serve one such profile at a time); skipped this one",
+            spec.url,
+        )
     try:
         yield
     finally:
-        client.eval(_RELEASE_IF_OWNER, 1, key, token)
+        try:
+            lock.release()
+        except LockError:
+            pass  # it expired with the request's timeout: another scrape may hold it now, rightly
 
 
 def scrape_once(
@@ -121,15 +118,15 @@ def scrape_once(
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
     Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
-    ``guard_client`` enables the CPU guard (a CPU scrape waits for the target's previous one until the
-    end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation (and delta)
-    of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
+    ``guard_client`` enables the in-flight guard (a CPU or other delta scrape waits for the previous one
+    of its URL until the end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation
+    (and delta) of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
     :func:`scraper.delta.cumulative_sample_types`) is taken against ``baseline``, the series' stored
     one (None: there is none).
     """
     start = clock()
     try:
-        guard = (cpu_guard(guard_client, spec, wait_until=scheduled_at + spec.interval_s, clock=clock)
+        guard = (inflight_guard(guard_client, spec, wait_until=scheduled_at + spec.interval_s, clock=clock)
                  if guard_client is not None else nullcontext())
         with guard:
             start = clock()  # the request starts once the guard is held, after any wait

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, IPvAnyAddress
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,8 +29,14 @@ class Settings(BaseSettings):
     #: port of the HTTP server for /metrics, /targets, /-/healthy, /-/ready; unset means off
     #: (``pprof-scraper run`` picks a default)
     http_port: int | None = Field(default=None, ge=0, le=65535)
-    #: log level of every process
+    #: the address that HTTP server listens on: loopback unless a deployment needs more (``0.0.0.0``:
+    #: every IPv4 interface, ``::`` every interface); what it serves has no login
+    http_address: IPvAnyAddress = IPv4Address("127.0.0.1")
+    #: log level of every process (Celery's ``-l`` can make a worker or beat more verbose, not quieter)
     log_level: str = "INFO"
+    #: how this process names itself in log lines; ``pprof-scraper run`` names its children
+    #: ``beat``, ``worker1``, …; unset: ``host:pid``
+    process_name: str = ""
     #: gevent greenlets per worker process
     concurrency: int = Field(default=500, ge=1)
     #: most targets one scrape task carries: beat puts the targets of a job that fall due in the same

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 from rich.table import Table
 from rich.text import Text
@@ -40,43 +41,102 @@ def format_labels(labels: dict[str, str]) -> list[str]:
     return [f'{name}="{value}"' for name, value in sorted(labels.items())]
 
 
-def health_summary(statuses: list[TargetStatus]) -> str:
-    """E.g. ``12 targets: 10 up, 1 down, 1 unknown`` (health counts of zero left out)."""
-    counts = Counter(s.health for s in statuses)
+#: labels every instance row leaves out: the job is the row's (or section's) own, ``__name__`` the type's
+NOT_SHOWN = ("job", "__name__")
+
+
+@dataclass(frozen=True)
+class InstanceStatus:
+    """One target (an instance of a job) and the status of each of its profile types."""
+
+    job: str
+    instance: str
+    #: the target's labels, without those every row repeats (:data:`NOT_SHOWN`)
+    labels: dict[str, str]
+    #: one per profile type, in type order
+    types: list[TargetStatus]
+
+    @property
+    def health(self) -> TargetHealth:
+        """Down if any type is down, else unknown if any is not scraped yet, else up."""
+        healths = {s.health for s in self.types}
+        for health in (TargetHealth.DOWN, TargetHealth.UNKNOWN):
+            if health in healths:
+                return health
+        return TargetHealth.UP
+
+    @property
+    def last_scrape(self) -> float | None:
+        return max((s.last_scrape for s in self.types if s.last_scrape is not None), default=None)
+
+    def errors(self) -> list[tuple[list[str], str]]:
+        """The failing types grouped by their error (its URL aside, as each type has its own): a down
+        instance refusing connections is one block naming its types, not one per type."""
+        groups: dict[str, tuple[list[str], str]] = {}
+        for s in self.types:
+            if s.last_error is None:
+                continue
+            same = s.last_error.removesuffix(f" ({s.url})")
+            groups.setdefault(same, ([], s.last_error))[0].append(s.profile_type)
+        return list(groups.values())
+
+
+def group_instances(statuses: list[TargetStatus]) -> list[InstanceStatus]:
+    """``statuses`` as one entry per (job, target): by job, down first, then by instance."""
+    grouped: dict[tuple[str, tuple[tuple[str, str], ...]], list[TargetStatus]] = {}
+    for s in statuses:
+        labels = tuple(sorted((k, v) for k, v in s.labels.items() if k not in NOT_SHOWN))
+        grouped.setdefault((s.job, labels), []).append(s)
+    instances = [InstanceStatus(job, dict(labels).get("instance", ""), dict(labels),
+                                sorted(types, key=lambda t: t.profile_type))
+                 for (job, labels), types in grouped.items()]
+    instances.sort(key=lambda i: (i.job, _HEALTH_ORDER[i.health], i.instance, sorted(i.labels.items())))
+    return instances
+
+
+_HEALTH_ORDER = {TargetHealth.DOWN: 0, TargetHealth.UNKNOWN: 1, TargetHealth.UP: 2}
+
+
+def health_summary(instances: list[InstanceStatus]) -> str:
+    """E.g. ``12 instances: 10 up, 1 down, 1 unknown`` (health counts of zero left out); an instance is
+    down when any of its profile types is."""
+    counts = Counter(i.health for i in instances)
     parts = [f"{counts[h]} {h.value}" for h in (TargetHealth.UP, TargetHealth.DOWN, TargetHealth.UNKNOWN) if counts[h]]
-    noun = "target" if len(statuses) == 1 else "targets"
-    return f"{len(statuses)} {noun}" + (": " + ", ".join(parts) if parts else "")
+    noun = "instance" if len(instances) == 1 else "instances"
+    return f"{len(instances)} {noun}" + (": " + ", ".join(parts) if parts else "")
 
 
 def render_table(statuses: list[TargetStatus], now: float | None = None) -> Table:
-    """A table of ``statuses`` in their order (as :func:`~scraper.status.read_statuses` sorts them),
-    one section per job, errors in full."""
+    """A table of one row per instance (its profile types collapsed into one cell, each with its
+    health), one section per job, each distinct error once with the types it hit; it fits the
+    console's width, the errors taking what is left."""
     now = time.time() if now is None else now
-    table = Table(title=health_summary(statuses), title_justify="left", show_lines=False, expand=True)
-    table.add_column("job", style="bold", no_wrap=True)
-    table.add_column("health", no_wrap=True)
-    table.add_column("profile", no_wrap=True)
-    table.add_column("labels", overflow="fold")
+    instances = group_instances(statuses)
+    table = Table(title=health_summary(instances), title_justify="left", show_lines=False, expand=True)
+    table.add_column("job", style="bold", overflow="fold")
+    table.add_column("instance", overflow="fold")
+    table.add_column("types", overflow="fold", ratio=2)
+    table.add_column("labels", overflow="fold", ratio=2)
     table.add_column("last scrape", no_wrap=True)
-    table.add_column("took", justify="right", no_wrap=True)
-    table.add_column("ok/failed", justify="right", no_wrap=True)
-    table.add_column("worker", overflow="fold")
-    table.add_column("error", style="red", overflow="fold", ratio=2)
+    table.add_column("error", style="red", overflow="fold", ratio=3)
     previous_job = None
-    for status in statuses:
-        if previous_job is not None and status.job != previous_job:
+    for instance in instances:
+        if previous_job is not None and instance.job != previous_job:
             table.add_section()
-        previous_job = status.job
+        previous_job = instance.job
+        # the health in words too: piped output has no colours
+        types = Text(", ").join(
+            Text(s.profile_type + ("" if s.health is TargetHealth.UP else f" ({s.health.value})")
+                 + (f" [{s.delta_note}]" if s.delta_note else ""),
+                 style=HEALTH_STYLE[s.health]) for s in instance.types)
+        labels = {k: v for k, v in instance.labels.items() if k != "instance"}
         table.add_row(
-            status.job,
-            Text(status.health.value, style=HEALTH_STYLE[status.health]),
-            status.profile_type + (f"\n{status.delta_note}" if status.delta_note else ""),
-            "\n".join(format_labels(status.labels)),
-            format_age(status.last_scrape, now),
-            format_duration(status.last_scrape_duration),
-            f"{status.successes}/{status.failures}",
-            status.worker or "",
-            status.last_error or "",
+            instance.job,
+            Text(instance.instance, style=HEALTH_STYLE[instance.health]),
+            types,
+            "\n".join(format_labels(labels)),
+            format_age(instance.last_scrape, now),
+            "\n".join(f"{', '.join(names)}: {error}" for names, error in instance.errors()),
         )
     return table
 

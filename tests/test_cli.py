@@ -85,6 +85,15 @@ def test_init_writes_an_example_config_that_passes_check(tmp_path: Path) -> None
     assert check.returncode == 0, check.stderr
 
 
+def test_inits_node_example_scrapes_wall_time_and_heap_at_the_datadog_pprof_paths(tmp_path: Path) -> None:
+    assert run_cli("init", cwd=tmp_path).returncode == 0
+    result = run_cli("plan", "--json", "pprof-scraper.yaml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    node = {s["profile_type"]: s["url"] for s in map(json.loads, result.stdout.splitlines()) if s["job"] == "my_node_service"}
+    assert node == {"memory": "http://localhost:3000/debug/pprof/heap",
+                    "wall": "http://localhost:3000/debug/pprof/profile?seconds=14"}
+
+
 def test_init_does_not_overwrite_an_existing_file(tmp_path: Path) -> None:
     (tmp_path / "pprof-scraper.yaml").write_text("mine")
     result = run_cli("init", cwd=tmp_path)

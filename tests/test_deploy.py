@@ -493,20 +493,27 @@ def test_beat_and_workers_start_after_redis_is_healthy_and_the_config_checked(co
 # =========================================================================== compose.yaml: healthchecks
 
 
-def test_beat_and_worker_healthchecks_fetch_the_projects_own_healthy_endpoint_with_python(compose: dict[str, Any]) -> None:
+def test_beat_and_worker_healthchecks_fetch_the_projects_own_ready_endpoint_with_python(compose: dict[str, Any]) -> None:
     for name in ("beat", "worker"):
         service = compose["services"][name]
         argv = healthcheck_argv(service["healthcheck"]["test"])
         assert Path(argv[0]).name.startswith("python") and argv[1] == "-c", f"{name}: {argv}"
-        assert "/-/healthy" in argv[2] and "SCRAPER_HTTP_PORT" in argv[2]
+        assert "/-/ready" in argv[2] and "SCRAPER_HTTP_PORT" in argv[2]
         assert environment(service)["SCRAPER_HTTP_PORT"].isdigit()
+
+
+def test_beat_and_workers_serve_http_to_the_compose_network_and_publish_nothing(compose: dict[str, Any]) -> None:
+    for name in ("beat", "worker"):
+        service = compose["services"][name]
+        assert environment(service)["SCRAPER_HTTP_ADDRESS"] == "0.0.0.0"
+        assert "ports" not in service, f"{name} publishes its unauthenticated HTTP endpoint"
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
     def do_GET(self) -> None:  # noqa: N802 - the base class's name
-        code = type(self).status if self.path == "/-/healthy" else 404
+        code = type(self).status if self.path == "/-/ready" else 404
         self.send_response(code)
         self.send_header("Content-Length", "0")
         self.end_headers()

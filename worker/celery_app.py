@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from typing import Any
 
 from celery import Celery
@@ -11,6 +13,7 @@ from celery.signals import after_setup_logger
 from kombu import Exchange, Queue
 
 from scraper.broker import SENTINEL_SOCKET_TIMEOUT_S, broker_url, is_sentinel
+from scraper.defaults import log_format
 from scraper.errors import ConfigError
 from scraper.keys import PUSH_QUEUE, SCRAPE_QUEUE
 from scraper.settings import Settings
@@ -47,6 +50,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         beat_max_loop_interval=1,
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
+        # one format for every process, run's own included, each line naming its process
+        worker_log_format=log_format(settings.process_name or f"{socket.gethostname()}:{os.getpid()}"),
+        worker_task_log_format=log_format(settings.process_name or f"{socket.gethostname()}:{os.getpid()}"),
     )
     _sign_messages_if_asked(app, settings)
     return app
@@ -101,8 +107,14 @@ PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.worker.request", "celery.a
 
 @after_setup_logger.connect
 def quiet_per_task_logs(**_: Any) -> None:
-    """Keep per-message logs out of INFO; ``SCRAPER_LOG_LEVEL=DEBUG`` brings them back."""
-    if logging.getLogger().level > logging.DEBUG:
+    """Log at ``SCRAPER_LOG_LEVEL`` (INFO) unless ``-l`` asks for more: Celery's own default, WARNING,
+    made a standalone worker or beat look dead. Keep per-message logs out of INFO;
+    ``SCRAPER_LOG_LEVEL=DEBUG`` brings them back."""
+    root = logging.getLogger()
+    wanted = logging.getLevelName(Settings().log_level.upper())
+    if isinstance(wanted, int) and wanted < root.level:
+        root.setLevel(wanted)
+    if root.level > logging.DEBUG:
         for name in PER_TASK_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
 

@@ -13,7 +13,8 @@ import redis
 from pydantic import ValidationError
 
 from scraper.config import Config, load_config
-from scraper.errors import ConfigError
+from scraper.defaults import log_format
+from scraper.errors import ConfigError, StartupError
 from scraper.plan import make_plan, plan
 from scraper.settings import Settings
 
@@ -30,7 +31,7 @@ examples:
 
 environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL (redis://, rediss://, sentinel://h:p;sentinel://h:p/0),
 SCRAPER_BROKER_PASSWORD_FILE, SCRAPER_SENTINEL_MASTER, SCRAPER_DATA_DIR (default .pprof-scraper),
-SCRAPER_HTTP_PORT, SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
+SCRAPER_HTTP_PORT, SCRAPER_HTTP_ADDRESS (default 127.0.0.1), SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
 SCRAPER_BEAT_LOCK_TTL, SCRAPER_BEAT_SHARD, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
 SCRAPER_READY_IDLE_S, SCRAPER_SECURITY_KEY/_CERTIFICATE/_CERT_STORE, SCRAPER_TRACEMALLOC;
 also read from a .env file. See the README for each.
@@ -102,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .supervisor import run
 
     settings = _settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=settings.log_level.upper(), format=log_format("run"))
     return run(settings, args.config, args.workers)
 
 
@@ -132,7 +133,9 @@ def cmd_targets(args: argparse.Namespace) -> int:
     if args.json:
         print(status_view.statuses_json(statuses))
     else:
-        _console().print(status_view.render_table(statuses))
+        from rich.console import Console
+
+        Console().print(status_view.render_table(statuses))  # the terminal's width; COLUMNS, else 80, when piped
     return 0
 
 
@@ -165,6 +168,7 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
         delivery.stash(client, entry.profile(), [entry.receiver], settings.max_pending_bytes,
                        settings.max_deadletter_bytes)
         push.apply_async(args=(entry.id, entry.receiver), argsrepr=f"{entry.receiver} replay of {entry.id}")
+        delivery.published(client, [entry.id])
     print(f"replayed {len(taken)} dead letters (sent again as push tasks)")
     if left:
         receivers = ", ".join(f"{name} ({windows[name]:g}s)" for name in sorted({e.receiver for e in left}))
@@ -265,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StartupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except redis.ConnectionError as exc:
         print(f"error: cannot reach Redis ({exc}); set SCRAPER_BROKER_URL, or start `pprof-scraper run` "
               "in this directory first", file=sys.stderr)

@@ -7,6 +7,7 @@ from functools import lru_cache
 
 from celery import Task
 
+from scraper import delivery
 from scraper.errors import PushError
 from scraper.plan import describe
 from scraper.runtime import Runtime
@@ -32,7 +33,8 @@ def _as_list(value: str | list[str]) -> list[str]:
 def scrape(job: str, profile_types: list[str] | str, target_labels: list[dict[str, str]] | dict[str, str],
            scheduled_at: list[float] | float) -> str:
     """Scrape profile types of targets (a list of their labels and a list of their slots), all
-    concurrently; then one push per receiver carrying every valid profile.
+    concurrently; one push per receiver carries the valid profiles of the quick types as soon as they
+    are in, another those of the types that hold for ``seconds``.
 
     Beat sends lists always. The one-target form of older beats (a type as a string, one target's
     labels as a dict, its slot as a number) is still accepted, for this release only.
@@ -43,16 +45,25 @@ def scrape(job: str, profile_types: list[str] | str, target_labels: list[dict[st
     slots = [float(scheduled_at)] * len(targets) if isinstance(scheduled_at, (int, float)) else list(scheduled_at)
     if len(slots) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(slots)} scheduled times: the message is malformed")
-    results, errors = rt.scrape(job, types, targets, slots)
-    valid = [r for r in results if r.ok]
-    for r in results:
-        if not r.ok:
-            log.info("scrape failed: %s %s %s: %s", job, r.spec.labels.get("instance", ""), r.spec.profile_type, r.error)
-    if valid:
+
+    def send_pushes(recorded: list[ScrapeResult]) -> None:
+        """One push per receiver for a phase's valid profiles, as soon as they are stored: the quick
+        types' profiles do not wait out the slot's 14 s CPU profile."""
+        for r in recorded:
+            if not r.ok:
+                log.info("scrape failed: %s %s %s: %s", job, r.spec.labels.get("instance", ""), r.spec.profile_type,
+                         r.error)
+        valid = [r for r in recorded if r.ok]
+        if not valid:
+            return
         instances = list(dict.fromkeys(r.spec.labels.get("instance", "") for r in valid))
         about = describe(job, instances, list(dict.fromkeys(r.spec.profile_type for r in valid)), min(slots))
+        ids = [r.push_id for r in valid]
         for receiver in valid[0].spec.forward_to:
-            push.apply_async(args=([r.push_id for r in valid], receiver), argsrepr=f"{receiver} {about}")
+            push.apply_async(args=(ids, receiver), argsrepr=f"{receiver} {about}")
+        delivery.published(rt.redis, ids)
+
+    results, errors = rt.scrape(job, types, targets, slots, recorded=send_pushes)
     if errors:
         raise errors[0]
     return "; ".join(_outcome_line(r, with_instance=len(targets) > 1) for r in results)

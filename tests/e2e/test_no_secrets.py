@@ -467,7 +467,7 @@ def test_no_secret_reaches_redis_flower_logs_metrics_or_cli_output(system: Syste
     addresses = [server.address for server in system.targets.values()]
     assert any(a in text for text in decoded for a in addresses), "no scrape message body was decoded from Redis"
     for name in ("worker", "beat"):
-        assert "DEBUG/" in system.procs[name].output(), f"{name} log is not at debug level"
+        assert " DEBUG " in system.procs[name].output(), f"{name} log is not at debug level"
     assert "[D " in system.procs["flower"].output(), "flower log is not at debug"
 
     found = [leak for where, data in seen for leak in leaks(where, data)]

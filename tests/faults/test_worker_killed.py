@@ -5,19 +5,22 @@ scrape in flight is lost (it was acknowledged when it started) and the next slot
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from scraper import keys
+from scraper import delivery, keys
+from scraper.receivers import Profile
 from scraper.status import TargetHealth
 from tests.conftest import wait_until
 from tests.e2e.processes import scraper_env, start_beat, start_worker
 from tests.fakes import PprofTarget, pprof_target
 from tests.faults.support import BUILTIN_OFF, status_of, stored_ids, write_config
 from tests.pyroscope_standin import PyroscopeStandIn
+from tests.scraper.test_delivery import BIG
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +52,7 @@ def test_pushes_in_flight_when_a_worker_is_killed_are_redone_by_another_exactly_
         first = start_worker(env, tmp_path, "worker1")
         beat = start_beat(env, tmp_path)
         try:
-            cpu_in_flight = keys.CPU_INFLIGHT.format(target=f"http://{target.address}")
+            cpu_in_flight = keys.PROFILE_INFLIGHT.format(url=f"http://{target.address}/debug/pprof/profile")
             wait_until(lambda: pyroscope.requests and redis_client.exists(cpu_in_flight), timeout=4 * INTERVAL_S,
                        message="a push held by Pyroscope while a CPU profile is being taken")
             first.kill()
@@ -76,3 +79,27 @@ def test_pushes_in_flight_when_a_worker_is_killed_are_redone_by_another_exactly_
             first.stop()
     assert set(stored_ids(store).values()) == {1}, "one file per profile id, redone pushes included"
     assert status_of(redis_client, "demo", "goroutine").health == TargetHealth.UP
+
+
+def test_a_profile_stashed_by_a_worker_killed_before_publishing_its_push_is_sent_by_a_sweep(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    store = tmp_path / "profiles"
+    config = write_config(tmp_path / "config.yaml",
+                          {"demo": {"targets": [{"__address__": "127.0.0.1:9"}], "forward_to": ["files"],
+                                    "profiling_config": BUILTIN_OFF}},
+                          {"files": {"type": "file", "path": str(store)}})
+    body = (Path(__file__).parents[1] / "data" / "go" / "goroutine_1.pb.gz").read_bytes()
+    orphan = Profile(id=str(uuid.uuid4()), labels={"job": "demo", "instance": "127.0.0.1:9", "__name__": "goroutine"},
+                     body=body, start=time.time() - 70, end=time.time() - 70, url="http://127.0.0.1:9/debug/pprof/goroutine")
+    delivery.stash(redis_client, orphan, ["files"], BIG, BIG)  # ... and its worker died before publishing
+    # stored long enough ago that no push task of it can still be on its way
+    redis_client.zadd(keys.UNPUBLISHED, {orphan.id: time.time() - delivery.ORPHAN_AFTER_S - 1})
+
+    worker = start_worker(scraper_env(redis_url, config, SCRAPER_VISIBILITY_TIMEOUT="2"), tmp_path)
+    try:
+        wait_until(lambda: orphan.id in stored_ids(store), timeout=60, message="the orphan in the file store")
+        wait_until(lambda: redis_client.zcard(keys.PENDING) == 0, timeout=30, message="nothing left pending")
+    finally:
+        worker.stop()
+    assert "sent the pushes of 1 stored profiles whose worker died before sending them" in worker.output()
+    assert redis_client.hget(keys.COUNTERS, "orphans_sent") == b"1"

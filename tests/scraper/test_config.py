@@ -159,6 +159,22 @@ def test_a_custom_profile_type_may_not_take_a_builtin_name() -> None:
     assert "change profile.memory instead" in problems[0]
 
 
+def test_two_enabled_types_requesting_one_url_are_refused_naming_both() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/profile, delta: true}}"""))
+    assert problems == ["scrape.local.profiling_config: profile.process_cpu and profile.custom.wall both request "
+                        "/debug/pprof/profile: enable one of them, or give one another path"]
+
+
+def test_a_node_target_with_wall_time_at_the_cpu_path_passes_with_process_cpu_off() -> None:
+    config = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.process_cpu: {enabled: false}
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/profile, delta: true}}"""))
+    assert "wall" in config.scrape["local"].profiling_config.enabled_types()
+
+
 def test_every_problem_is_listed_at_once() -> None:
     text = MINIMAL.replace("forward_to: [files]", "forward_to: [files]\n    scheme: ftp\n    bogus: 1")
     assert len(problems_of(text)) == 2
@@ -235,3 +251,47 @@ write:
   pyro: {type: pyroscope, url: "http://p:4040"}
 """)
     assert config.scrape["api"].profiling_config.enabled_types()["my_cpu"][0] == "my_cpu"
+
+
+def test_the_readmes_dotted_custom_type_form_is_the_nested_form() -> None:
+    dotted = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom.wall: {enabled: true, path: /debug/pprof/wall, delta: true}"""))
+    nested = parse_config_text(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom: {wall: {enabled: true, path: /debug/pprof/wall, delta: true}}"""))
+    assert dotted == nested
+    assert dotted.scrape["local"].profiling_config.custom["wall"].delta
+
+
+def test_a_custom_type_given_in_both_forms_is_refused() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", """forward_to: [files]
+    profiling_config:
+      profile.custom.wall: {enabled: true, path: /a}
+      profile.custom: {wall: {enabled: true, path: /b}}"""))
+    assert "custom profile type 'wall' is given twice" in problems[0]
+
+
+def test_alloys_spelling_enable_http2_is_accepted_beside_enable_http_2() -> None:
+    config = parse_config_text(MINIMAL.replace(
+        "forward_to: [files]", "forward_to: [files]\n    http_client_config: {enable_http2: false}"))
+    assert config.scrape["local"].http_client_config.enable_http_2 is False
+
+
+def test_an_unknown_receiver_is_listed_beside_the_other_problems_not_after_them() -> None:
+    problems = problems_of(MINIMAL.replace("forward_to: [files]", "forward_to: [nope]\n    scheme: ftp"))
+    assert len(problems) == 2
+    assert any(p.startswith("scrape.local.scheme:") for p in problems)
+    assert "scrape.local.forward_to: 'nope' is not a receiver under write: (files)" in problems
+
+
+def test_a_yaml_syntax_error_names_the_file_and_where(tmp_path) -> None:
+    from scraper.config import load_config
+
+    path = tmp_path / "broken.yaml"
+    path.write_text("scrape:\n  a: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.startswith(f"not valid YAML at line 3, column 1 of {path}: ")
+    assert "<unicode string>" not in str(info.value)

@@ -120,3 +120,22 @@ write:
   pyro_any: {type: pyroscope, url: "http://p:4040", reject_older_than: "0"}
 """)
     assert delivery.ingestion_windows(config) == {"pyro": 3600.0, "pyro_2h": 7200.0}
+
+
+def test_a_profile_whose_pushes_were_never_published_is_claimed_once_after_a_minute(redis_client: redis.Redis) -> None:
+    delivery.stash(redis_client, profile(1), ["files", "pyro"], BIG, BIG)  # its worker died here
+    delivery.stash(redis_client, profile(2), ["files"], BIG, BIG)
+    delivery.published(redis_client, ["id-2"])
+    stored = redis_client.zscore(keys.UNPUBLISHED, "id-1")
+
+    assert delivery.claim_orphans(redis_client, now=stored + delivery.ORPHAN_AFTER_S - 1) == {}
+    later = stored + delivery.ORPHAN_AFTER_S + 1
+    assert delivery.claim_orphans(redis_client, now=later) == {"id-1": ["files", "pyro"]}
+    assert delivery.claim_orphans(redis_client, now=later) == {}  # another worker's sweep finds nothing
+
+
+def test_an_orphan_delivered_or_evicted_meanwhile_is_forgotten_not_claimed(redis_client: redis.Redis) -> None:
+    delivery.stash(redis_client, profile(1), ["files"], BIG, BIG)
+    delivery.release(redis_client, "id-1", "files")
+    assert delivery.claim_orphans(redis_client, now=10**10) == {}
+    assert redis_client.zcard(keys.UNPUBLISHED) == 0

@@ -138,12 +138,35 @@ def test_no_self_metric_has_a_label_that_prometheus_sets_on_the_scrape_itself(se
     assert not names & {"job", "instance"}
 
 
+def test_each_target_and_type_has_an_up_gauge_and_the_time_of_its_last_success(serve, redis_client):
+    up, down = make_spec(job="web", address="up:6060"), make_spec(job="web", address="down:6060")
+    never = make_spec(job="web", address="new:6060")
+    register_specs(redis_client, [up, down, never])
+    record_scrape(redis_client, up, start=1000.0, duration=0.1, error=None, worker="host-a/11")
+    record_scrape(redis_client, down, start=900.0, duration=0.1, error=None, worker="host-a/11")
+    record_scrape(redis_client, down, start=1000.0, duration=0.3, worker="host-b/22",
+                  error=ConnectFailed("refused", url=down.url))
+
+    _, _, text = get(serve(), "/metrics")
+
+    def labels(spec):
+        return {"scrape_job": "web", "instance": spec.labels["instance"], "profile_type": spec.profile_type}
+
+    assert sample(text, "pprof_scraper_target_up", **labels(up)) == 1
+    assert sample(text, "pprof_scraper_target_up", **labels(down)) == 0
+    assert sample(text, "pprof_scraper_target_up", **labels(never)) is None  # not scraped yet: no sample, as Prometheus
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(up)) == 1000.0
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(down)) == 900.0
+    assert sample(text, "pprof_scraper_target_last_success_timestamp_seconds", **labels(never)) is None
+
+
 def test_metrics_are_served_without_the_deadletter_size_when_redis_is_down(serve):
     status, _, text = get(serve(factory=closed_port_redis), "/metrics")
 
     assert status == 200
     assert "pprof_scraper_scrapes_total" in text
     assert "pprof_scraper_deadletter_size" not in text
+    assert "pprof_scraper_target_up" not in text
 
 
 def test_metrics_of_a_host_sum_every_worker_process_sharing_the_multiprocess_dir(serve, tmp_path, monkeypatch):
@@ -199,7 +222,7 @@ def test_the_targets_page_shows_each_jobs_targets_down_first_with_errors_in_full
     assert page.index(">api<") < page.index(">web<")
     assert page.index("down:6060") < page.index("up:6060")
     assert "host-b/22" in page
-    assert "3 targets: 1 up, 1 down, 1 unknown" in page
+    assert "3 instances: 1 up, 1 down, 1 unknown" in page
 
 
 def test_the_targets_page_escapes_everything_a_target_brings(serve, redis_client):
@@ -295,3 +318,36 @@ def test_a_client_that_resets_mid_request_is_not_reported_as_a_server_error(serv
     status, _, _ = get(port, "/-/healthy")
     assert status == 200
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_targets_page_shows_an_instance_once_with_its_types_and_one_block_per_distinct_error(
+        serve, redis_client):
+    types = [make_spec(job="web", address="down:6060", profile_type=t) for t in ("goroutine", "memory", "mutex")]
+    register_specs(redis_client, types)
+    for spec in types:
+        record_scrape(redis_client, spec, start=1.0, duration=0.1, worker="w/1",
+                      error=ConnectFailed("connection refused", url=spec.url))
+
+    _, _, page = get(serve(), "/targets")
+
+    assert "1 instance: 1 down (3 profile types)" in page
+    assert page.count("connection refused") == 1
+    assert "goroutine, memory, mutex: connection refused" in page
+
+
+def test_the_targets_page_pages_filters_by_label_text_and_reloads_itself(serve, redis_client):
+    from scraper.httpserver import PAGE_SIZE
+
+    specs = [make_spec(job="web", address=f"10.0.{i // 250}.{i % 250}:6060", zone="a" if i % 2 else "b")
+             for i in range(PAGE_SIZE + 5)]
+    register_specs(redis_client, specs)
+    port = serve()
+
+    _, _, first = get(port, "/targets")
+    assert f"instances 1–{PAGE_SIZE} of {PAGE_SIZE + 5} (page 1 of 2)" in first
+    assert '<meta http-equiv="refresh" content="30">' in first
+    assert 'href="/targets?page=2">next' in first
+    _, _, second = get(port, "/targets?page=2")
+    assert f"instances {PAGE_SIZE + 1}–{PAGE_SIZE + 5} of {PAGE_SIZE + 5}" in second
+    _, _, zone_a = get(port, "/targets?q=zone%3Da&refresh=0")
+    assert f"of {(PAGE_SIZE + 5) // 2}" in zone_a and 'http-equiv="refresh"' not in zone_a

@@ -249,6 +249,28 @@ def test_the_table_shows_every_target_with_its_health_and_full_error(redis_clien
     console.print(render_table(read_statuses(redis_client), now=112.0))
     text = " ".join(console.export_text().split())
 
-    assert "2 targets: 1 up, 1 down" in text
+    assert "2 instances: 1 up, 1 down" in text
     assert "down" in text and "up" in text
-    assert "(end)" in text and "12s ago" in text and "2.50s" in text and "20ms" in text
+    assert "(end)" in text and "12s ago" in text
+
+
+def test_the_table_has_one_row_per_instance_its_types_collapsed_and_one_line_per_distinct_error(redis_client):
+    cpu, memory, goroutine = (make_spec(address="down:1", profile_type=t) for t in ("process_cpu", "memory", "goroutine"))
+    register_specs(redis_client, [cpu, memory, goroutine])
+    for spec in (cpu, memory):
+        record_scrape(redis_client, spec, start=100.0, duration=0.01, worker="w/1",
+                      error=ConnectFailed("connection refused", url=spec.url))
+    record_scrape(redis_client, goroutine, start=100.0, duration=0.01, error=None, worker="w/1")
+
+    wide = Console(width=300, record=True, color_system=None)
+    wide.print(render_table(read_statuses(redis_client), now=112.0))
+    text = wide.export_text()
+    assert "1 instance: 1 down" in text
+    assert text.count("connection refused") == 1
+    assert "memory, process_cpu: connection refused" in text
+    assert "goroutine, memory (down), process_cpu (down)" in text
+    assert "__name__" not in text and 'job="' not in text
+
+    narrow = Console(width=120, record=True, color_system=None)
+    narrow.print(render_table(read_statuses(redis_client), now=112.0))
+    assert max(len(line) for line in narrow.export_text().splitlines()) <= 120
