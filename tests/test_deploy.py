@@ -505,7 +505,7 @@ def test_beat_and_worker_healthchecks_fetch_the_projects_own_healthy_endpoint_wi
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+    def do_GET(self) -> None:
         code = type(self).status if self.path == "/-/healthy" else 404
         self.send_response(code)
         self.send_header("Content-Length", "0")
@@ -612,7 +612,7 @@ def test_the_config_is_mounted_read_only_into_beat_and_every_worker(compose: dic
         assert ("./deploy/config.yaml", CONFIG_IN_CONTAINER, "ro") in volume_mounts(service), name
         assert environment(service)["SCRAPER_CONFIG"] == CONFIG_IN_CONTAINER
     for name, service in compose["services"].items():
-        for source, target, mode in volume_mounts(service):
+        for _source, target, mode in volume_mounts(service):
             if target == CONFIG_IN_CONTAINER:
                 assert mode == "ro", f"{name} mounts the config writable"
 

@@ -127,7 +127,7 @@ def tls_target(ca: trustme.CA) -> Iterator[Callable[..., Target]]:
 
     def start(*names: str, expired: bool = False, client_ca: trustme.CA | None = None,
               max_version: ssl.TLSVersion | None = None, sni_seen: list[str] | None = None) -> Target:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         dates = {"not_before": now - datetime.timedelta(days=2), "not_after": now - datetime.timedelta(days=1)}
         leaf = ca.issue_cert(*(names or ("127.0.0.1",)), **(dates if expired else {}))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -19,13 +19,13 @@ import pytest
 import requests
 import trustme
 
-from tests.pyroscope_standin import PUSH_PATH, PyroscopeStandIn, parse_pprof
 from scraper._proto import profile_pb2
 from scraper.config import FileReceiverConfig, PyroscopeReceiverConfig, parse_config
 from scraper.errors import PushError, PushRejected, PushUnavailable
 from scraper.receivers import Profile, build_receiver
 from scraper.receivers.pyroscope import MAX_PROFILE_BYTES, USER_AGENT, PyroscopeReceiver
 from scraper.receivers.retry import retry_delay
+from tests.pyroscope_standin import PUSH_PATH, PyroscopeStandIn, parse_pprof
 
 GO = Path(__file__).parent.parent / "data" / "go"
 CPU = (GO / "cpu_1.pb.gz").read_bytes()

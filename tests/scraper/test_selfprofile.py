@@ -23,10 +23,10 @@ import pytest
 from scraper._proto import profile_pb2
 from scraper.selfprofile import (
     CPU_IN_USE_MESSAGE,
+    TRACEMALLOC_OFF_MESSAGE,
     CPUProfileInUse,
     CPUSampler,
     ProfileBuilder,
-    TRACEMALLOC_OFF_MESSAGE,
     TracemallocOff,
     allocs_profile,
     cpu_profile,
