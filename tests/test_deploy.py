@@ -706,10 +706,16 @@ def test_dockerfile_builds_in_two_stages_on_python_3_11_slim() -> None:
         assert stage_base(stage[0][1], args) == "python:3.11-slim"
 
 
+def test_the_image_installs_the_pinned_versions_with_the_kubernetes_client() -> None:
+    *build_stages, _ = stages(dockerfile_instructions())
+    build_runs = " ".join(args for stage in build_stages for name, args in stage if name == "RUN")
+    assert "pip install -c constraints.txt '.[kubernetes]'" in build_runs
+
+
 def test_dockerfile_installs_the_checkout_with_pip_in_a_build_stage_and_copies_only_the_result() -> None:
     *build_stages, final = stages(dockerfile_instructions())
     build_runs = " ".join(args for stage in build_stages for name, args in stage if name == "RUN")
-    assert re.search(r"pip install (\S+ )*\.(\s|$)", build_runs), "a build stage must `pip install .`"
+    assert re.search(r"pip install (\S+ )*'?\.(\[[\w,]+\])?'?(\s|$)", build_runs), "a build stage must `pip install .`"
     final_runs = " ".join(args for name, args in final if name == "RUN")
     assert not re.search(r"apt-get install|apk add|pip install|\bgcc\b|build-essential", final_runs), \
         "the final stage must not install build tools or packages"

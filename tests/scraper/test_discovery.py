@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -759,6 +760,18 @@ def test_sd_config_errors_name_their_field() -> None:
     assert sorted(caught.value.problems) == [
         "scrape.app.dns_sd_configs[0]: port is required for type A (only SRV records carry a port)",
         "scrape.app.http_sd_configs[0].http_client_config.bearer_tokn: unknown key (check its spelling)",
+    ]
+
+
+def test_kubernetes_sd_without_the_client_installed_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes now fails, as when not installed
+    with pytest.raises(ConfigError) as caught:
+        _config({"kubernetes_sd_configs": [{"role": "pod"}]})
+    assert caught.value.problems == [
+        "scrape.app.kubernetes_sd_configs[0]: kubernetes_sd_configs needs the Kubernetes client, an optional part: "
+        "pip install 'pprof-scraper[kubernetes]'"
     ]
 
 
