@@ -32,7 +32,9 @@ WORKDIR /src
 # .dockerignore keeps the virtualenv, git metadata, tests, local data and
 # deploy/secrets out of this copy.
 COPY . .
-RUN pip install .
+# constraints.txt pins every dependency, so two builds of one commit install the same versions. The
+# image is for every deployment, in-cluster ones too: it carries the Kubernetes client.
+RUN pip install -c constraints.txt '.[kubernetes]'
 
 # --------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -209,7 +209,7 @@ def _build(columns: dict[tuple[str, ...], tuple[int, int]], min_share: float) ->
             name = stacks[lo][depth]
             end = bisect_left(stacks, (*stacks[lo][:depth + 1], _LAST), lo, hi)
             total, base_total = sums[end] - sums[lo], base_sums[end] - base_sums[lo]
-            if abs(total) >= limit and abs(total) or abs(base_total) >= base_limit and abs(base_total):
+            if (abs(total) >= limit and abs(total)) or (abs(base_total) >= base_limit and abs(base_total)):
                 child = node.children[name] = Frame(name, total, 0, base_total)
                 pending.append((child, lo, end, depth + 1))
             else:

@@ -420,7 +420,7 @@ class _Adapter(HTTPAdapter):
         self._context = context
 
     def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: object, cert: object = None
+        self, request: requests.PreparedRequest, verify: bool | str, cert: str | tuple[str, str] | None = None
     ) -> tuple[dict[str, object], dict[str, object]]:
         host_params, _ = super().build_connection_pool_key_attributes(request, verify, cert)
         pool_kwargs: dict[str, object] = {"ssl_context": self._context}
@@ -518,7 +518,7 @@ class _NoProxy:
 
     def excludes(self, parts: SplitResult) -> bool:
         host = (parts.hostname or "").lower()
-        port = str(parts.port or {"http": 80, "https": 443}.get(parts.scheme, ""))
+        port = str(parts.port or {"http": 80, "https": 443}.get(parts.scheme) or "")
         if host == "localhost" or self._all:
             return True
         try:
@@ -716,12 +716,13 @@ class _OAuth2Tokens:
             except ValueError:
                 raise ScrapeError(f"{prefix}the answer is not a JSON token response "
                                   f"(Content-Type {content_type or 'not set'})", url) from None
-        if not isinstance(fields, dict) or not isinstance(fields.get("access_token"), str) or not fields["access_token"]:
+        access_token = fields.get("access_token") if isinstance(fields, dict) else None
+        if not isinstance(access_token, str) or not access_token:
             raise ScrapeError(f"{prefix}the answer has no access_token", url)
-        value = _check_header_safe(fields["access_token"], "the oauth2 access_token", None)
+        value = _check_header_safe(access_token, "the oauth2 access_token", None)
         token_type = str(fields.get("token_type") or "Bearer")
         if token_type.lower() == "bearer":
-            token_type = "Bearer"
+            token_type = "Bearer"  # noqa: S105 - a scheme name, not a secret
         try:
             lifetime = float(fields.get("expires_in") or 0)  # type: ignore[arg-type]
         except (TypeError, ValueError):

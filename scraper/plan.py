@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from .config import BUILTIN_PROFILE_TYPES, Config, ScrapeJob
@@ -18,7 +18,6 @@ from .discovery.resolve import DroppedTarget, relabel_targets
 from .errors import UnknownJobError
 from .labels import ADDRESS, META_PREFIX, NAME, PARAM_PREFIX, PROFILE_PATH, PROFILE_PATH_PREFIX, SCHEME
 from .pprof import DEFAULT_SAMPLE_LIMIT
-
 
 #: Target labels that Alloy reads to name a service when the target has no ``service_name``, in order.
 _SERVICE_NAME_SOURCES = (
@@ -84,7 +83,7 @@ class ScrapeSpec:
 
 def describe(job: str, instance: str | list[str], profile_types: str | list[str], scheduled_at: float) -> str:
     """How a scrape reads in Flower and logs: job, instance(s), profile type(s), (first) scheduled time (UTC)."""
-    when = datetime.fromtimestamp(scheduled_at, tz=timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    when = datetime.fromtimestamp(scheduled_at, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
     types = profile_types if isinstance(profile_types, str) else ",".join(profile_types)
     instances = instance if isinstance(instance, str) else ",".join(instance)
     return f"{job} {instances} {types} @{when}Z"

@@ -46,7 +46,7 @@ class NotFound(Exception):
     """What was asked for is not a stored profile this server may show; the message says why."""
 
 
-Answer = tuple[int, str, bytes, dict[str, str]]
+Answer = tuple[int, bytes, str, dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import msgpack
 import redis
@@ -18,7 +19,7 @@ from .delta import OUTCOME_TEXT, Outcome
 from .plan import ScrapeSpec
 
 
-class TargetHealth(str, enum.Enum):
+class TargetHealth(str, enum.Enum):  # noqa: UP042 - StrEnum would change what str() and f-strings show
     """How the last scrape of a target went."""
 
     #: the last scrape fetched a valid profile
@@ -199,7 +200,8 @@ def read_statuses(
     health: TargetHealth | None = None,
 ) -> list[TargetStatus]:
     """Every stored status, optionally of one job and one health; by job, down first, then labels."""
-    statuses = [TargetStatus._from_record(raw) for raw in client.hvals(keys.STATUS)]
+    # the clients never decode responses: values are bytes
+    statuses = [TargetStatus._from_record(cast(bytes, raw)) for raw in client.hvals(keys.STATUS)]
     statuses.sort(key=lambda s: (s.job, _HEALTH_ORDER[s.health], sorted(s.labels.items()), s.key))
     return select(statuses, job=job, health=health)
 
@@ -219,4 +221,4 @@ def incr_counter(client: redis.Redis, name: str, by: int = 1) -> None:
 
 def read_counters(client: redis.Redis) -> dict[str, int]:
     """Every running total by name."""
-    return {name.decode(): int(value) for name, value in client.hgetall(keys.COUNTERS).items()}
+    return {cast(bytes, name).decode(): int(value) for name, value in client.hgetall(keys.COUNTERS).items()}

@@ -50,7 +50,7 @@ class PprofTarget:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 with target._lock:
                     target.requests.append((url.path, {k.lower(): v for k, v in self.headers.items()}))

@@ -141,10 +141,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean; everything is recorded instead
 
-    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_POST(self) -> None:
         standin = self.server.standin
         target = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
         standin._release.wait(timeout=30)
         self._answer(answer)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._answer(_Answer(404, {}, b"404 page not found\n"))
 
     def _answer(self, answer: _Answer) -> None:

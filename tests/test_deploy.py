@@ -512,7 +512,7 @@ def test_beat_and_workers_serve_http_to_the_compose_network_and_publish_nothing(
 class _Health(http.server.BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 - the base class's name
+    def do_GET(self) -> None:
         code = type(self).status if self.path == "/-/ready" else 404
         self.send_response(code)
         self.send_header("Content-Length", "0")
@@ -654,7 +654,7 @@ def test_the_config_is_mounted_read_only_into_beat_and_every_worker(compose: dic
         assert ("./deploy/config.yaml", CONFIG_IN_CONTAINER, "ro") in volume_mounts(service), name
         assert environment(service)["SCRAPER_CONFIG"] == CONFIG_IN_CONTAINER
     for name, service in compose["services"].items():
-        for source, target, mode in volume_mounts(service):
+        for _source, target, mode in volume_mounts(service):
             if target == CONFIG_IN_CONTAINER:
                 assert mode == "ro", f"{name} mounts the config writable"
 
@@ -748,10 +748,16 @@ def test_dockerfile_builds_in_two_stages_on_python_3_11_slim() -> None:
         assert stage_base(stage[0][1], args) == "python:3.11-slim"
 
 
+def test_the_image_installs_the_pinned_versions_with_the_kubernetes_client() -> None:
+    *build_stages, _ = stages(dockerfile_instructions())
+    build_runs = " ".join(args for stage in build_stages for name, args in stage if name == "RUN")
+    assert "pip install -c constraints.txt '.[kubernetes]'" in build_runs
+
+
 def test_dockerfile_installs_the_checkout_with_pip_in_a_build_stage_and_copies_only_the_result() -> None:
     *build_stages, final = stages(dockerfile_instructions())
     build_runs = " ".join(args for stage in build_stages for name, args in stage if name == "RUN")
-    assert re.search(r"pip install (\S+ )*\.(\s|$)", build_runs), "a build stage must `pip install .`"
+    assert re.search(r"pip install (\S+ )*'?\.(\[[\w,]+\])?'?(\s|$)", build_runs), "a build stage must `pip install .`"
     final_runs = " ".join(args for name, args in final if name == "RUN")
     assert not re.search(r"apt-get install|apk add|pip install|\bgcc\b|build-essential", final_runs), \
         "the final stage must not install build tools or packages"

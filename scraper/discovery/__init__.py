@@ -15,6 +15,9 @@ loading the config does not load dnspython or the kubernetes client.
 
 from __future__ import annotations
 
+# HTTPSDConfig validates its http_client_config as scraper.config.HTTPClientConfig, and the config
+# imports this package: load it last, so that either import order leaves both usable.
+from .. import config as _config  # noqa: F401
 from .base import Discoverer, DiscoveryError
 from .models import (
     DNSSDConfig,
@@ -25,10 +28,6 @@ from .models import (
     KubernetesSelector,
 )
 from .resolve import DroppedTarget, build_discoverers, relabel_targets, resolve_targets
-
-# HTTPSDConfig validates its http_client_config as scraper.config.HTTPClientConfig, and the config
-# imports this package: load it last, so that either import order leaves both usable.
-from .. import config as _config  # noqa: E402,F401
 
 __all__ = [
     "DNSSDConfig",

@@ -323,7 +323,7 @@ class KubernetesDiscovery(Discoverer):
         token: str | None = None
         while True:
             try:
-                response = call(_continue=token, **kwargs)
+                response: Any = call(_continue=token, **kwargs)  # _preload_content=False: the raw answer
                 body = json.loads(response.data)
             except ApiException as exc:
                 detail = _api_error_message(exc)

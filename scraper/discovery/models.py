@@ -106,6 +106,10 @@ class KubernetesSelector(_Model):
     field: str | None = None
 
 
+KUBERNETES_MISSING = ("kubernetes_sd_configs needs the Kubernetes client, an optional part: "
+                      "pip install 'pprof-scraper[kubernetes]'")
+
+
 class KubernetesSDConfig(_Model):
     """``kubernetes_sd_configs`` entry: pods, services, endpoints or nodes listed from the Kubernetes API.
 
@@ -126,6 +130,15 @@ class KubernetesSDConfig(_Model):
         if value is not None and not re.match(r"^https?://[^/]+", value):
             raise ValueError(f"api_server must be an http:// or https:// URL, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _client_installed(self) -> KubernetesSDConfig:
+        # The client is an optional part (126 MB): `check` says so, rather than the worker failing later.
+        try:
+            import kubernetes  # noqa: F401
+        except ImportError:
+            raise ValueError(KUBERNETES_MISSING) from None
+        return self
 
     @model_validator(mode="after")
     def _prometheus_rules(self) -> KubernetesSDConfig:

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..durations import format_duration, parse_duration
-from ..labels import (ADDRESS, META_PREFIX, PARAM_PREFIX, PROFILE_PATH_PREFIX, SCHEME, SCRAPE_INTERVAL,
-                      SCRAPE_TIMEOUT)
+from ..labels import ADDRESS, META_PREFIX, PARAM_PREFIX, PROFILE_PATH_PREFIX, SCHEME, SCRAPE_INTERVAL, SCRAPE_TIMEOUT
 from ..relabel import LABEL_NAME, Relabeler
 from .base import Discoverer
 

@@ -86,6 +86,6 @@ class DiscoveryRunner:
         while not self._stop.is_set():
             try:
                 self.refresh_due()
-            except Exception:  # noqa: BLE001 - a bug in one source must not end discovery for all
+            except Exception:  # a bug in one source must not end discovery for all
                 log.exception("discovery refresh failed unexpectedly")
             self._stop.wait(POLL_S)

@@ -17,10 +17,10 @@ from scraper.selfprofile.writer import ProfileBuilder
 
 __all__ = [
     "CPU_IN_USE_MESSAGE",
+    "TRACEMALLOC_OFF_MESSAGE",
     "CPUProfileInUse",
     "CPUSampler",
     "ProfileBuilder",
-    "TRACEMALLOC_OFF_MESSAGE",
     "TracemallocOff",
     "allocs_profile",
     "cpu_profile",

@@ -135,7 +135,7 @@ class CPUSampler:
     def _run(self, seconds: float | None, idle: frozenset[int]) -> None:
         try:
             self._result = self._sample(seconds, idle)
-        except BaseException as error:  # handed to the waiting caller
+        except BaseException as error:  # noqa: BLE001 - handed to the waiting caller, who re-raises it
             self._error = error
         finally:
             self.sampler_cpu_seconds = time.thread_time()

@@ -70,7 +70,7 @@ def _live_code_index(wanted: dict[str, set[int]]) -> dict[tuple[str, int], list[
             depths[id(code)] = depth
             pending.extend((const, depth + 1) for const in code.co_consts if isinstance(const, CodeType))
     index: dict[tuple[str, int], list[CodeType]] = {}
-    for code_id, code in sorted(codes.items(), key=lambda item: depths[item[0]]):
+    for _code_id, code in sorted(codes.items(), key=lambda item: depths[item[0]]):
         filename = code.co_filename
         lines = wanted[filename]
         for _start, _end, line in code.co_lines():

@@ -1,7 +1,6 @@
 """Configs that push beat: 10,000 targets (checked, planned and emitted in time), and a config
 rewritten every second for a minute (beat emits only what the current one says, and its memory
-stays flat). The reloading beat runs in the background, on its own Redis database, while the
-10,000-target tests run."""
+stays flat). The minute of reloads is a soak test (``-m soak``), on its own Redis database."""
 
 from __future__ import annotations
 
@@ -80,7 +79,7 @@ def _targets(generation: int) -> list[dict[str, str]]:
     return [{"__address__": f"10.9.{i}.1:6060", "generation": str(generation)} for i in range(RELOAD_TARGETS)]
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def reloads(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reloads]:
     tmp = tmp_path_factory.mktemp("reloads")
     url = _with_db(redis_url, 3)
@@ -166,9 +165,10 @@ def test_beat_emits_each_of_10000_targets_once_in_its_first_interval(
     assert max(slots) - min(slots) < FLEET_INTERVAL_S, "spread over one interval, each target once"
 
 
-# ---------------------------------------------------------------- the reloads, last: they need their minute
+# ---------------------------------------------------------------- the reloads: they need their minute
 
 
+@pytest.mark.soak
 def test_a_config_rewritten_every_second_for_a_minute_leaves_beat_correct_and_its_memory_flat(
         reloads: Reloads) -> None:
     wait_until(reloads.done.is_set, timeout=RELOAD_FOR_S + 15, message="a minute of rewrites")

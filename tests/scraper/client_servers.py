@@ -36,13 +36,13 @@ class Exchange(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._handle()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self._handle()
 
-    def do_CONNECT(self) -> None:  # noqa: N802 - http.server's name
+    def do_CONNECT(self) -> None:
         self._handle()
 
     def _handle(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         headers = {k.lower(): v for k, v in self.headers.items()}
         self.server.requests.append((parts.path, parts.query, headers))
@@ -539,7 +540,7 @@ def _by_address(targets: list[dict[str, str]]) -> dict[str, dict[str, str]]:
 
 
 def test_kubernetes_pod_role_one_target_per_container_port_or_per_container_without_ports(kube: Any) -> None:
-    state, server, kubeconfig = kube
+    _state, server, kubeconfig = kube
     discovery = KubernetesDiscovery(KubernetesSDConfig(role="pod", kubeconfig_file=kubeconfig,
                                                        namespaces={"names": ["shop"]}))
     targets = discovery.refresh()
@@ -589,7 +590,7 @@ def test_kubernetes_pod_role_one_target_per_container_port_or_per_container_with
 
 
 def test_kubernetes_pod_role_selectors_and_all_namespaces(kube: Any) -> None:
-    state, server, kubeconfig = kube
+    _state, server, kubeconfig = kube
     config = KubernetesSDConfig(role="pod", kubeconfig_file=kubeconfig,
                                 selectors=[{"role": "pod", "label": "app=api", "field": "spec.nodeName=node-2"}])
     targets = KubernetesDiscovery(config).refresh()
@@ -708,7 +709,7 @@ def test_kubernetes_a_failing_namespace_keeps_its_last_good_targets(kube: Any) -
 def test_kubernetes_bad_credentials_and_missing_config_are_clear_errors(
     kube: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, server, kubeconfig = kube
+    _, _server, kubeconfig = kube
     wrong = tmp_path / "wrong-kubeconfig"
     wrong.write_text(kubeconfig.read_text().replace(_TOKEN, "nope"))
     with pytest.raises(DiscoveryError, match=r"HTTP 401 Unauthorized: Unauthorized"):
@@ -759,6 +760,18 @@ def test_sd_config_errors_name_their_field() -> None:
     assert sorted(caught.value.problems) == [
         "scrape.app.dns_sd_configs[0]: port is required for type A (only SRV records carry a port)",
         "scrape.app.http_sd_configs[0].http_client_config.bearer_tokn: unknown key (check its spelling)",
+    ]
+
+
+def test_kubernetes_sd_without_the_client_installed_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # import kubernetes now fails, as when not installed
+    with pytest.raises(ConfigError) as caught:
+        _config({"kubernetes_sd_configs": [{"role": "pod"}]})
+    assert caught.value.problems == [
+        "scrape.app.kubernetes_sd_configs[0]: kubernetes_sd_configs needs the Kubernetes client, an optional part: "
+        "pip install 'pprof-scraper[kubernetes]'"
     ]
 
 

@@ -198,7 +198,7 @@ def test_a_reader_never_sees_a_partial_profile_or_a_sidecar_before_its_profile(t
             # let the reader look at least once between rounds, so reads and writes interleave
             with looked:
                 seen = looks
-                assert looked.wait_for(lambda: looks > seen, timeout=30)
+                assert looked.wait_for(lambda seen=seen: looks > seen, timeout=30)
     finally:
         done.set()
         reader.join(timeout=30)

@@ -442,7 +442,8 @@ def test_a_bad_rule_in_a_config_file_names_its_field() -> None:
 
 
 def _job_from_yaml(relabel_yaml: str, targets: str = '[{__address__: "h:1"}]') -> Any:
-    text = f"scrape:\n  app:\n    targets: {targets}\n    forward_to: [store]\n    relabel_configs:\n{relabel_yaml}\nwrite:\n  store: {{type: file}}\n"
+    text = (f"scrape:\n  app:\n    targets: {targets}\n    forward_to: [store]\n    relabel_configs:\n{relabel_yaml}\n"
+            "write:\n  store: {type: file}\n")
     return parse_config_text(text).scrape["app"]
 
 

