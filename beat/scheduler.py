@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -27,11 +27,11 @@ from kombu.exceptions import BatchPublishError, OperationalError
 from kombu.utils.uuid import uuid
 
 from scraper import keys, status
+from scraper.broker import broker_url, connect_redis
+from scraper.config import Config, ConfigSource
 from scraper.discovery.runner import DiscoveryRunner
 from scraper.plan import Plan, ScrapeSpec, describe, make_plan
 from scraper.schedule import MIN_BACKLOG_LIMIT, Schedule, ScrapeTask
-from scraper.broker import broker_url, connect_redis
-from scraper.config import Config, ConfigSource
 from scraper.settings import Settings
 
 from .lock import BeatLock
@@ -229,7 +229,7 @@ class PlanScheduler(Scheduler):
         message = amqp.create_task_message(
             uuid(), "scraper.scrape", (task.job, list(task.profile_types), targets, slots), {},
             # A scrape that cannot start within its interval is dropped rather than run late.
-            expires=datetime.fromtimestamp(task.expires_at, tz=timezone.utc),
+            expires=datetime.fromtimestamp(task.expires_at, tz=UTC),
             argsrepr=describe(task.job, instances, list(task.profile_types), min(slots)),
             kwargsrepr="{}", ignore_result=True,
         )
@@ -256,7 +256,7 @@ class PlanScheduler(Scheduler):
             pipe.delete(self._key(keys.DROPPED))
             dropped = {job: json.dumps([d.as_dict() for d in targets]) for job, targets in planned.dropped.items() if targets}
             if dropped:
-                pipe.hset(self._key(keys.DROPPED), mapping=dropped)
+                pipe.hset(self._key(keys.DROPPED), mapping=dropped)  # type: ignore[arg-type]  # redis-py: invariant key type
             pipe.hset(self._key(keys.BEAT_STATE), mapping={"config_version": self.source.version, "specs": len(self._specs),
                                                 "discovery_errors": json.dumps(errors)})
             pipe.execute()

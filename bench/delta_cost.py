@@ -31,15 +31,15 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.fleet import SIZES, load_bodies  # noqa: E402
-from bench.run import free_port  # noqa: E402
-from scraper import baseline  # noqa: E402
-from scraper._proto import profile_pb2  # noqa: E402
-from scraper.delta import CUMULATIVE_SAMPLE_TYPES, Baseline, compute  # noqa: E402
-from scraper.plan import ScrapeSpec  # noqa: E402
-from scraper.pprof import parse_profile, validate_profile  # noqa: E402
-from scraper.receivers import Profile  # noqa: E402
-from scraper.scrape import check_body  # noqa: E402
+from bench.fleet import SIZES, load_bodies
+from bench.run import free_port
+from scraper import baseline
+from scraper._proto import profile_pb2
+from scraper.delta import CUMULATIVE_SAMPLE_TYPES, Baseline, compute
+from scraper.plan import ScrapeSpec
+from scraper.pprof import parse_profile, validate_profile
+from scraper.receivers import Profile
+from scraper.scrape import check_body
 
 #: fleet path -> the profile type it is scraped as
 CUMULATIVE_PATHS = {"/debug/pprof/allocs": "memory", "/debug/pprof/mutex": "mutex", "/debug/pprof/block": "block"}

@@ -281,7 +281,7 @@ async def serve(targets: int, duration: float, size: str, log_arrivals: bool, re
             pass  # not the main thread (tests): cancellation stops us instead
     try:
         await asyncio.wait_for(stop.wait(), timeout=duration)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     finally:
         for server in servers:

@@ -27,11 +27,11 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scraper import profile_view  # noqa: E402
-from scraper._proto import profile_pb2  # noqa: E402
-from scraper.config import parse_config  # noqa: E402
-from scraper.httpserver import start_http_server  # noqa: E402
-from scraper.receivers import Profile, build_receiver  # noqa: E402
+from scraper import profile_view
+from scraper._proto import profile_pb2
+from scraper.config import parse_config
+from scraper.httpserver import start_http_server
+from scraper.receivers import Profile, build_receiver
 
 INSTANCE = "10.1.2.3:6060"
 

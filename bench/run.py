@@ -36,11 +36,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from urllib.parse import urlsplit
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -83,7 +83,7 @@ def prom_samples(text: str, name: str) -> dict[str, float]:
     """``{labels: value}`` of every sample of metric ``name`` in a Prometheus text exposition."""
     out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             labels, _, value = line[len(name):].rpartition(" ")
             out[labels] = out.get(labels, 0.0) + float(value)
     return out
@@ -300,7 +300,7 @@ class Run:
                 if t0 <= slot < t1:
                     lags.append(at - slot)
                     lags_by_interval.setdefault(int((slot - t0) // self.args.interval), []).append(at - slot)
-        stored, stored_total = self.stored_slots(by_name, t0, t1)
+        stored, _ = self.stored_slots(by_name, t0, t1)
         window = t1 - t0
         cpu: dict[str, float] = {}
         for proc in self.procs:

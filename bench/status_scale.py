@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scraper.broker import connect_redis  # noqa: E402
-from scraper.embedded_redis import EmbeddedRedis  # noqa: E402
-from scraper.errors import ConnectFailed  # noqa: E402
-from scraper.httpserver import start_http_server  # noqa: E402
-from scraper.plan import plan  # noqa: E402
-from scraper.config import parse_config  # noqa: E402
-from scraper.status import record_scrape, register_specs  # noqa: E402
+from scraper.broker import connect_redis
+from scraper.config import parse_config
+from scraper.embedded_redis import EmbeddedRedis
+from scraper.errors import ConnectFailed
+from scraper.httpserver import start_http_server
+from scraper.plan import plan
+from scraper.status import record_scrape, register_specs
 
 TYPES = ["process_cpu", "memory", "goroutine", "mutex", "block"]
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -143,7 +144,7 @@ def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[s
     )
 
 
-def stashed(reply: list[object]) -> Stashed:
+def stashed(reply: list[Any]) -> Stashed:
     """The reply of a :func:`queue_stash` script."""
     delta, outcome, total = reply
     return Stashed(bool(delta), outcome.decode() if isinstance(outcome, bytes) else str(outcome), int(total))

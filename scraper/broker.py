@@ -126,3 +126,8 @@ def _with_password(url: str, password_file: Path) -> str:
         user, _, host = split.netloc.rpartition("@")
         parts.append(split._replace(netloc=f"{user}:{quote(password, safe='')}@{host}").geturl())
     return ";".join(parts)
+
+
+def text(value: object) -> str:
+    """One value of a Redis reply as text: our clients do not decode replies, so it is bytes."""
+    return value.decode() if isinstance(value, bytes) else str(value)

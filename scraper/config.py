@@ -15,15 +15,15 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     ByteSize,
     Field,
+    NonNegativeInt,
     SecretStr,
     ValidationError,
-    NonNegativeInt,
     field_validator,
     model_validator,
 )
@@ -366,7 +366,7 @@ class PyroscopeReceiverConfig(HTTPClientConfig):
         return self
 
 
-ReceiverConfig = Annotated[Union[FileReceiverConfig, PyroscopeReceiverConfig], Field(discriminator="type")]
+ReceiverConfig = Annotated[FileReceiverConfig | PyroscopeReceiverConfig, Field(discriminator="type")]
 
 
 # --------------------------------------------------------------------------- the whole file

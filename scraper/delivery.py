@@ -28,6 +28,7 @@ import msgpack
 import redis
 
 from . import keys
+from .broker import text
 from .config import Config, PyroscopeReceiverConfig
 from .receivers import Profile
 
@@ -107,9 +108,9 @@ def claim_orphans(client: redis.Redis, *, now: float | None = None, limit: int =
     cutoff = (time.time() if now is None else now) - ORPHAN_AFTER_S
     claimed: dict[str, list[str]] = {}
     for raw in client.zrangebyscore(keys.UNPUBLISHED, "-inf", cutoff, start=0, num=limit):
-        push_id = raw.decode()
+        push_id = text(raw)
         if client.zrem(keys.UNPUBLISHED, push_id):
-            receivers = sorted(r.decode() for r in client.smembers(keys.BODY_REFS.format(id=push_id)))
+            receivers = sorted(text(r) for r in client.smembers(keys.BODY_REFS.format(id=push_id)))
             if receivers:
                 claimed[push_id] = receivers
     return claimed
@@ -121,9 +122,9 @@ def keep_within_budget(client: redis.Redis, total: int, newest_id: str, max_pend
     ``newest_id``, the one just stashed) to the dead-letter list."""
     while int(total) > max_pending_bytes:
         oldest = client.zpopmin(keys.PENDING)
-        if not oldest or oldest[0][0].decode() == newest_id:
+        if not oldest or text(oldest[0][0]) == newest_id:
             break
-        total = _evict(client, oldest[0][0].decode(), max_pending_bytes, deadletter_budget)
+        total = _evict(client, text(oldest[0][0]), max_pending_bytes, deadletter_budget)
 
 
 def _evict(client: redis.Redis, push_id: str, max_pending_bytes: int, deadletter_budget: int) -> int:
@@ -253,7 +254,7 @@ def take_dead_letters(client: redis.Redis, limit: int,
         entry = DeadLetter(**msgpack.unpackb(raw[0], raw=False))
         if leave(entry):
             left.append(entry)
-        elif client.lrem(keys.DEADLETTER, -1, raw[0]):  # 0 when the budget trimmed it meanwhile
+        elif client.lrem(keys.DEADLETTER, -1, raw[0]):  # type: ignore[arg-type]  # bytes, as stored; 0 when trimmed meanwhile
             client.decrby(keys.DEADLETTER_BYTES, len(raw[0]))
             taken.append(entry)
     return taken, left

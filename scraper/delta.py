@@ -54,7 +54,7 @@ _MAX_AGE_INTERVALS = 2.001
 _TIME_NANOS_TAG = b"\x48"  # field 9, varint
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     """What the delta of one scrape came to."""
 
     #: the change since the baseline is pushed

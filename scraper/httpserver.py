@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import groupby
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import redis
@@ -58,7 +59,7 @@ class ScraperHTTPServer(ThreadingHTTPServer):
         self.ready = ready
         super().__init__(address, _Handler)
 
-    def handle_error(self, request: object, client_address: object) -> None:
+    def handle_error(self, request: Any, client_address: Any) -> None:
         # A scraper that gives up on a long CPU profile resets its connection: routine, not a traceback.
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             logger.debug("client %s went away", client_address)

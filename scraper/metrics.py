@@ -216,7 +216,7 @@ def exposition(redis_factory: Callable[[], redis.Redis] | None = None) -> tuple[
     if directory:
         MultiProcessCollector(registry, path=directory)
     else:
-        registry.register(REGISTRY)  # type: ignore[arg-type]  # a registry is a collector too
+        registry.register(REGISTRY)
     if redis_factory is not None:
         registry.register(DeadletterCollector(redis_factory))
         registry.register(TargetCollector(redis_factory))

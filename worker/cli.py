@@ -31,7 +31,8 @@ examples:
 
 environment: SCRAPER_CONFIG, SCRAPER_BROKER_URL (redis://, rediss://, sentinel://h:p;sentinel://h:p/0),
 SCRAPER_BROKER_PASSWORD_FILE, SCRAPER_SENTINEL_MASTER, SCRAPER_DATA_DIR (default .pprof-scraper),
-SCRAPER_HTTP_PORT, SCRAPER_HTTP_ADDRESS (default 127.0.0.1), SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY, SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
+SCRAPER_HTTP_PORT, SCRAPER_HTTP_ADDRESS (default 127.0.0.1), SCRAPER_LOG_LEVEL, SCRAPER_CONCURRENCY,
+SCRAPER_TARGETS_PER_TASK, SCRAPER_VISIBILITY_TIMEOUT,
 SCRAPER_BEAT_LOCK_TTL, SCRAPER_BEAT_SHARD, SCRAPER_MAX_PENDING_BYTES, SCRAPER_MAX_DEADLETTER_BYTES,
 SCRAPER_READY_IDLE_S, SCRAPER_SECURITY_KEY/_CERTIFICATE/_CERT_STORE, SCRAPER_TRACEMALLOC;
 also read from a .env file. See the README for each.
@@ -109,14 +110,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_targets(args: argparse.Namespace) -> int:
     from scraper import keys, status, status_view
-    from scraper.broker import broker_url, connect_redis
+    from scraper.broker import broker_url, connect_redis, text
 
     settings = _settings()
     client = connect_redis(broker_url(settings), settings.sentinel_master)
     if args.dropped:
-        rows = [{"job": job.decode(), **entry}
+        rows = [{"job": text(job), **entry}
                 for key in sorted(client.scan_iter(match=keys.DROPPED + "*"))  # every beat shard's
-                for job, value in sorted(client.hgetall(key).items()) if not args.job or job.decode() == args.job
+                for job, value in sorted(client.hgetall(key).items()) if not args.job or text(job) == args.job
                 for entry in json.loads(value)]
         if args.json:
             print(json.dumps(rows, indent=2, sort_keys=True))

@@ -21,11 +21,11 @@ from typing import TextIO
 import redis
 
 from scraper import keys, status
+from scraper.broker import broker_url, connect_redis
 from scraper.config import Config, ConfigSource, FileReceiverConfig
 from scraper.defaults import DEFAULT_RUN_HTTP_PORT, builtin_config_yaml, trace_allocations
 from scraper.embedded_redis import EmbeddedRedis, die_with_parent
 from scraper.errors import StartupError
-from scraper.broker import broker_url, connect_redis
 from scraper.settings import Settings
 
 log = logging.getLogger("pprof-scraper.run")

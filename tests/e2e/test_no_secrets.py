@@ -188,7 +188,7 @@ def layers(where: str, data: object, depth: int = 0) -> Iterator[tuple[str, str]
         try:
             structure = msgpack.unpackb(raw, raw=False, strict_map_key=False)
             kind = "msgpack"
-        except Exception:  # noqa: BLE001 - msgpack raises many kinds on random bytes
+        except Exception:  # noqa: BLE001, S110 - msgpack raises many kinds on random bytes: not a structure
             pass
     if isinstance(structure, (dict, list)):
         for leaf in leaves(structure):

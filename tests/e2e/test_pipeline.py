@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -219,7 +220,7 @@ write:
 
 def test_an_expired_task_of_several_targets_counts_each_scrape_it_carried_as_dropped(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget, procs: list[Proc]) -> None:
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from scraper.settings import Settings
     from worker.celery_app import create_app
@@ -229,7 +230,7 @@ def test_an_expired_task_of_several_targets_counts_each_scrape_it_carried_as_dro
     app = create_app(Settings(broker_url=redis_url, config=config))
     targets = [{"__address__": target.address, "app": "demo0"}, {"__address__": "127.0.0.1:9", "app": "demo1"}]
     app.send_task("scraper.scrape", args=("demo", ["goroutine", "memory", "block"], targets, [1.0, 2.0]),
-                  queue="scrape", expires=datetime.now(timezone.utc) - timedelta(seconds=1))
+                  queue="scrape", expires=datetime.now(UTC) - timedelta(seconds=1))
     wait_until(lambda: redis_client.hget(keys.COUNTERS, "scrapes_dropped") is not None, timeout=20,
                message="the expired task to be counted")
     assert int(redis_client.hget(keys.COUNTERS, "scrapes_dropped")) == 2 * 3

@@ -188,7 +188,7 @@ class TLSTarget:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            def do_GET(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(GOOD_BODY)))
                 self.end_headers()

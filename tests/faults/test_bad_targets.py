@@ -10,6 +10,7 @@ every rule of pprof's parser (checked by an independent rule checker).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import ssl
 import time
 from collections.abc import Iterator
@@ -88,7 +89,7 @@ def bench(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     ca, stranger = trustme.CA(), trustme.CA()
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_file = tmp / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     tls_targets = {
@@ -235,7 +236,7 @@ def test_through_it_all_the_good_profile_kept_flowing_and_the_worker_is_alive_an
     assert "Traceback" not in worker.output()
     starts = sorted(dt.datetime.fromisoformat(s["start"]).timestamp() for s in sidecars(bench.store / "hostile"))
     assert starts[-1] > time.time() - 3 * INTERVAL_S, "the last good profile is recent"
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert max(gaps) < 2.5 * INTERVAL_S, "a good profile every interval, from the first scrape to now"
     assert {path.parent.parent.parent.parent.name for path in (bench.store / "hostile").rglob("*.pb.gz")} == {"goroutine"}
     assert set(stored_ids(bench.store).values()) == {1}

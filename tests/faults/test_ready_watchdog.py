@@ -58,7 +58,7 @@ def test_a_worker_that_takes_nothing_while_its_queue_holds_work_is_not_ready_and
         app.send_task("scraper.scrape", args=("demo", "goroutine", {"__address__": "127.0.0.1:9"}, time.time()),
                       queue="scrape")
 
-    status, reason = wait_until(lambda: (answer := http_get(ready))[0] == 503 and answer, timeout=IDLE_S + 8,
+    _, reason = wait_until(lambda: (answer := http_get(ready))[0] == 503 and answer, timeout=IDLE_S + 8,
                                 message="/-/ready to say 503")
     assert "received no task for" in reason and "scrape holds" in reason and "restart it" in reason
 

@@ -4,6 +4,7 @@ while the same worker keeps scraping another target on time: real worker, beat, 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import time
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def test_a_worker_keeps_scraping_another_target_on_time_while_a_sample_bomb_is_r
         good = status_of(client, "good", "goroutine")
         assert good is not None and good.failures == 0 and good.successes >= BOMBS, good
         starts = sorted(dt.datetime.fromisoformat(str(s["start"])).timestamp() for s in sidecars(store / "good"))
-        gaps = [b - a for a, b in zip(starts, starts[1:])]
+        gaps = [b - a for a, b in itertools.pairwise(starts)]
         assert max(gaps) < 2 * INTERVAL_S, gaps
 
         bombed = status_of(client, "bomb", "sample_bomb")

@@ -60,7 +60,7 @@ def built(stacks: dict[tuple[str, ...], list[int]], *, types: tuple[str, ...] = 
     ``seed``, function and location ids are numbered in a shuffled order, as another process would."""
     p = profile_pb2.Profile()
     p.string_table.extend(["", "main.go", *types, "count"])
-    for i, name in enumerate(types):
+    for i in range(len(types)):
         p.sample_type.add(type=2 + i, unit=2 + len(types))
     names = sorted({f for stack in stacks for f in stack})
     ids = list(range(1, len(names) + 1))
@@ -110,7 +110,7 @@ def test_the_delta_keeps_the_profile_readable_with_its_time_and_the_window_as_du
     first, second = corpus("mutex_1"), corpus("mutex_2")
     assert pushed.time_nanos == second.time_nanos[0]
     assert pushed.duration_nanos == second.time_nanos[0] - first.time_nanos[0]
-    assert [t for t in pushed.sample_type] == [t for t in parse_pprof((DATA / "go/mutex_2.pb.gz").read_bytes()).sample_type]
+    assert list(pushed.sample_type) == list(parse_pprof((DATA / "go/mutex_2.pb.gz").read_bytes()).sample_type)
 
 
 def test_the_first_scrape_of_a_series_is_its_baseline_and_pushes_nothing() -> None:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scraper._proto import profile_pb2
 from bench.validation_cost import sample_bomb
+from scraper._proto import profile_pb2
 from scraper.errors import BodyTooLarge, InvalidProfile, TooManySamples
 from scraper.pprof import ProfileInfo, _as_pprof_reads_it, _consistent, _problem, _Profile, validate_profile
 
