@@ -23,7 +23,7 @@ def test_run_and_the_cli_work_through_sentinel(tmp_path: Path) -> None:
         env.update(SCRAPER_BROKER_URL=url, SCRAPER_SENTINEL_MASTER="scrapers", SCRAPER_HTTP_PORT="0")
         with (tmp_path / "run.log").open("wb") as out:
             run = subprocess.Popen([CLI, "run", "--workers", "1"], cwd=tmp_path, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, process_group=0)  # Ctrl-C reaches its group
         try:
             wait_until(lambda: any((tmp_path / "profiles").rglob("*.pb.gz")), timeout=60,
                        message="a self-profile scraped through the sentinel's master")
