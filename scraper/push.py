@@ -156,9 +156,12 @@ class PushStage:
 
         def lane() -> dict[str, tuple[PushError | None, float]]:
             pushed: dict[str, tuple[PushError | None, float]] = {}
-            while waiting:
-                pushed |= _push_each(target, [waiting.popleft()])
-            return pushed
+            while True:
+                try:
+                    profile = waiting.popleft()  # atomic: lanes may be threads
+                except IndexError:
+                    return pushed
+                pushed |= _push_each(target, [profile])
 
         lanes = [self._spawn(lane) for _ in range(min(PUSHES_AT_ONCE, len(profiles)))]
         pushed: dict[str, tuple[PushError | None, float]] = {}
