@@ -53,7 +53,8 @@ def test_a_scrape_records_each_types_status_and_keeps_its_profile_for_its_receiv
         [(t, "up") for t in sorted(TYPES)]
     for result in results:
         assert redis_client.smembers(keys.BODY_REFS.format(id=result.push_id)) == {b"files"}
-        assert delivery.load(redis_client, result.push_id).body == result.body
+        stored = delivery.load(redis_client, result.push_id)
+        assert stored is not None and stored.body == result.body
 
 
 def test_the_quick_types_are_handed_on_before_the_cpu_profile_is_in(

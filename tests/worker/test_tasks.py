@@ -18,13 +18,20 @@ def labels(target: PprofTarget) -> dict[str, str]:
     return {"__address__": target.address, "app": "demo", "service_name": "demo"}
 
 
+def profile_type(client: redis.Redis, push_id: str) -> str:
+    """The profile type of the profile stored under ``push_id``."""
+    stored = delivery.load(client, push_id)
+    assert stored is not None, f"{push_id} is not pending"
+    return stored.labels["__name__"]
+
+
 def test_a_scrape_task_sends_one_push_per_receiver_naming_the_profiles_it_stored(
         store: Path, redis_client: redis.Redis, target: PprofTarget) -> None:
     scrape.run("demo", ["goroutine", "memory"], [labels(target)], [time.time()])
 
     [(ids, receiver)] = pushes_sent(redis_client)
     assert receiver == "files"
-    assert sorted(delivery.load(redis_client, i).labels["__name__"] for i in ids) == ["goroutine", "memory"]
+    assert sorted(profile_type(redis_client, i) for i in ids) == ["goroutine", "memory"]
     assert redis_client.zcard(keys.UNPUBLISHED) == 0, "the sweep for orphans has nothing to send"
 
 
@@ -32,7 +39,7 @@ def test_a_scrape_task_sends_the_quick_types_and_the_cpu_profile_in_two_pushes(
         store: Path, redis_client: redis.Redis, target: PprofTarget) -> None:
     scrape.run("demo", ["goroutine", "memory", "process_cpu"], [labels(target)], [time.time()])
 
-    sent = [sorted(delivery.load(redis_client, i).labels["__name__"] for i in ids)
+    sent = [sorted(profile_type(redis_client, i) for i in ids)
             for ids, _ in pushes_sent(redis_client)]
     assert sent == [["goroutine", "memory"], ["process_cpu"]]
 
