@@ -7,8 +7,12 @@ The stages, in the order a profile passes them (``worker/`` and ``beat/`` only a
     plan, schedule          scrape specs, and when each is due (beat's heap, grouping, shedding)
     scrape, client          one scrape of one target: the fetch and its checks
     httpclient              every outgoing request (scrapes, HTTP SD, pushes): TLS, auth, proxies
-    delivery, receivers     pushes to Pyroscope or the file store, their retries and dead letters
+    pprof                   validation of a body as pprof
+    delta, baseline         the change of a cumulative profile since the previous scrape
+    push, delivery          pushes: deliver, retry, dead-letter; the claim check in Redis
+    receivers               Pyroscope and the file store
     runtime, status         what a worker process holds; each target's last result
+    concurrency             how the stages run calls side by side, handed to them by worker/
 
 The names below are the public surface; each is imported on first use, so ``import scraper``
 costs nothing and pulls in no gevent, Redis client or protobuf.

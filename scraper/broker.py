@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
@@ -131,3 +132,21 @@ def _with_password(url: str, password_file: Path) -> str:
 def text(value: object) -> str:
     """One value of a Redis reply as text: our clients do not decode replies, so it is bytes."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NamedReplies:
+    """The replies of chosen commands of a pipeline, by the names given as they were queued, so a
+    reader need not count which command came where."""
+
+    def __init__(self, pipe: redis.client.Pipeline) -> None:
+        self.pipe = pipe
+        self._at: dict[str, int] = {}
+
+    def name(self, name: str) -> None:
+        """Name the reply of the command queued last."""
+        self._at[name] = len(self.pipe) - 1
+
+    def execute(self) -> dict[str, Any]:
+        """Run the pipeline; the named replies."""
+        replies = self.pipe.execute()
+        return {name: replies[at] for name, at in self._at.items()}

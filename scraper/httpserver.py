@@ -22,8 +22,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import redis
 
 from . import metrics, profile_view
+from .concurrency import Offload, in_place
 from .config import Config
-from .runtime import OffTheHub
 from .status import TargetHealth, TargetStatus, read_statuses
 from .status_view import InstanceStatus, format_age, format_duration, format_labels, group_instances, health_summary
 
@@ -33,11 +33,6 @@ ReadyCheck = Callable[[], tuple[bool, str]]
 
 _TEXT = "text/plain; charset=utf-8"
 _HTML = "text/html; charset=utf-8"
-
-# A 1 MB profile's page is ~0.5 s of CPU: in a worker (gevent) it runs in a thread of its own so
-# that the hub, and the worker's scrapes, keep moving; one at a time bounds the memory it takes.
-_PAGES_OFF_HUB = OffTheHub(threads=1)
-
 
 class ScraperHTTPServer(ThreadingHTTPServer):
     """A threading HTTP server that knows how to reach Redis and whether the process is ready."""
@@ -50,8 +45,10 @@ class ScraperHTTPServer(ThreadingHTTPServer):
         redis_factory: Callable[[], redis.Redis] | None,
         ready: ReadyCheck | None,
         config: Callable[[], Config | None] | None = None,
+        pages: Offload = in_place,
     ) -> None:
         self._config = config
+        self.pages = pages
         self._library: profile_view.ProfileLibrary | None = None
         self._redis_factory = redis_factory
         self._redis: redis.Redis | None = None
@@ -97,16 +94,18 @@ def start_http_server(
     ready: ReadyCheck | None = None,
     host: str = "127.0.0.1",
     config: Callable[[], Config | None] | None = None,
+    pages: Offload = in_place,
 ) -> tuple[ScraperHTTPServer, int]:
     """Serve on ``host:port`` (0 picks a free port; an IPv6 ``host`` such as ``::`` works too) from a
     daemon thread; return the server and its port.
 
     ``config`` returns the config in force; with it, /targets links each target to its stored
-    profiles and /profile shows them. Stop it with ``server.shutdown(); server.server_close()``.
+    profiles and /profile shows them, rendered by ``pages`` (a 1 MB profile's page is ~0.5 s of CPU: a
+    worker renders it in a thread of its own, so that its hub keeps moving). Stop it with ``server.shutdown(); server.server_close()``.
     """
     server_class = type("ScraperHTTPServer6", (ScraperHTTPServer,), {"address_family": socket.AF_INET6}) \
         if ":" in host else ScraperHTTPServer
-    server = server_class((host, port), redis_factory, ready, config)
+    server = server_class((host, port), redis_factory, ready, config, pages)
     thread = threading.Thread(target=server.serve_forever, name="pprof-scraper-http", daemon=True)
     thread.start()
     return server, server.server_address[1]
@@ -131,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path == "/-/ready":
                 self._ready()
             elif url.path.startswith(("/profile", "/static/")):
-                self._send(*_PAGES_OFF_HUB(profile_view.handle, url.path, query, self.server.library()))
+                self._send(*self.server.pages(profile_view.handle, url.path, query, self.server.library()))
             elif url.path == "/debug/pprof" or url.path.startswith("/debug/pprof/"):
                 self._pprof(url.path, query)
             else:

@@ -1,5 +1,5 @@
-"""What one worker or beat process holds: its config (re-read when the file changes), its Redis
-connection, one HTTP client per job and one receiver per ``write:`` entry.
+"""What one worker process holds: its config (re-read when the file changes), its Redis connection,
+one HTTP client per job, the scrape stage's fan-out and its push stage (scraper.push).
 
 Workers rebuild every request from this process's own config: a task message names the job,
 target labels, profile type and slot, never a secret.
@@ -10,44 +10,35 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
 
-import gevent
-import gevent.pool
 import redis
 
 from . import baseline, delivery, metrics, status
+from .broker import NamedReplies, broker_url, connect_redis
 from .client import TargetClient
-from .broker import broker_url, connect_redis
+from .concurrency import Offload, Spawn, Started
 from .config import Config, ConfigSource
 from .delta import TARGET_DELTA_TYPES, Baseline, Outcome, cumulative_types_of
-from .errors import ConfigError, PushError, PushRejected
+from .errors import ConfigError
 from .plan import ScrapeSpec, spec_for
-from .receivers import Profile, Receiver, build_receiver
-from .receivers.filestore import FileStore
-from .receivers.retry import retry_delay
+from .push import PushStage
+from .receivers import Profile
 from .scrape import ScrapeResult, scrape_once
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-#: Threads writing to file stores, and push batches loaded for them at once.
-FILE_WRITERS = 8
-#: Large bodies waiting for the validation thread at most.
-VALIDATIONS_WAITING = 4
-#: Profiles of one push task sent to a network receiver (Pyroscope) at once.
-PUSHES_AT_ONCE = 8
-
 
 class Runtime:
-    """The scrape and push stages of one process, wired to its config, Redis and receivers."""
+    """The scrape stage of one process and its push stage (``pushes``), wired to its config and Redis.
 
-    def __init__(self, settings: Settings) -> None:
+    ``spawn`` runs a task's fetches (and a push's network pushes) side by side, ``validations`` the
+    validation of a large body and ``writes`` the pushes of blocking receivers off the caller's event
+    loop: the worker's pool (worker/pool.py) provides them.
+    """
+
+    def __init__(self, settings: Settings, *, spawn: Spawn, validations: Offload, writes: Offload) -> None:
         if settings.config is None:
             raise ConfigError(["SCRAPER_CONFIG is not set: point it at the YAML config file"], "environment")
         self.settings = settings
@@ -55,15 +46,11 @@ class Runtime:
         self.redis = connect_redis(broker_url(settings), settings.sentinel_master)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._clients: dict[str, tuple[object, TargetClient]] = {}
-        self._receivers: dict[str, tuple[object, Receiver]] = {}
-        # Past a few waiting bodies, validation runs in place: the event loop then slows, scrapes
-        # start late and beat sheds, instead of bodies piling up behind one thread (1.9 GB at
-        # 1,000 targets with 100 KB profiles).
-        self.validate_off_hub = OffTheHub(threads=1, max_waiting=VALIDATIONS_WAITING)
-        self.write_off_hub = OffTheHub(threads=FILE_WRITERS)
-        self._file_batches = threading.BoundedSemaphore(FILE_WRITERS)
+        self._spawn = spawn
+        self._validations = validations
+        self.pushes = PushStage(self.redis, self.source.get, settings, spawn=spawn, writes=writes)
         #: fetches running now, and whether the process is stopping (see :meth:`abandon_scrapes`)
-        self._fetching: set[gevent.Greenlet] = set()
+        self._fetching: set[Started[ScrapeResult]] = set()
         self._abandoning = False
         for warning in self.source.get().warnings():
             log.warning("%s", warning)
@@ -81,25 +68,12 @@ class Runtime:
             self._clients[job] = cached
         return cached[1]
 
-    def receiver(self, name: str) -> Receiver:
-        """The receiver configured under ``write: name``, rebuilt when its settings change."""
-        settings = self.config.write.get(name)
-        if settings is None:
-            raise PushRejected(f"receiver {name!r} is not in this process's config; keep configs in step across hosts")
-        cached = self._receivers.get(name)
-        if cached is None or cached[0] != settings:
-            if cached is not None and hasattr(cached[1], "close"):
-                cached[1].close()  # its pooled connections would otherwise linger until exit
-            cached = (settings, build_receiver(name, settings))
-            self._receivers[name] = cached
-        return cached[1]
-
     # ---------------------------------------------------------------- scrape stage
 
     def scrape(self, job: str, profile_types: list[str], targets: list[dict[str, str]],
                slots: list[float], recorded: Callable[[list[ScrapeResult]], None] | None = None,
                ) -> tuple[list[ScrapeResult], list[Exception]]:
-        """Scrape every type of every target (``targets[i]`` at ``slots[i]``) concurrently, in greenlets.
+        """Scrape every type of every target (``targets[i]`` at ``slots[i]``) concurrently (``spawn``).
 
         The quick types are recorded together as soon as they are in, the ones that hold for
         ``seconds`` (CPU, deltas) together when they are: two Redis round trips, and a target's
@@ -110,8 +84,8 @@ class Runtime:
         cost the others their pushes.
         """
         errors: list[Exception] = []
-        quick: list[gevent.Greenlet] = []
-        held: list[gevent.Greenlet] = []
+        quick: list[Started[ScrapeResult]] = []
+        held: list[Started[ScrapeResult]] = []
         planned: list[tuple[ScrapeSpec, float]] = []
         abandoned = 0
         for labels, at in zip(targets, slots):
@@ -132,17 +106,16 @@ class Runtime:
             errors.append(exc)
             baselines = {}
         for spec, at in planned:
-            (held if spec.delta_seconds else quick).append(
-                gevent.spawn(outcome, self.fetch, spec, at, baselines.get(spec.key)))
+            (held if spec.delta_seconds else quick).append(self._spawn(self.fetch, spec, at, baselines.get(spec.key)))
         self._fetching.update(quick + held)
         results: list[ScrapeResult] = []
         for phase in (quick, held):
-            gevent.joinall(phase)
+            outcomes = [started.result() for started in phase]
             self._fetching.difference_update(phase)
-            # a fetch killed by abandon_scrapes ends with GreenletExit, neither a result nor an error
-            fetched = [g.value for g in phase if isinstance(g.value, ScrapeResult)]
-            errors += [g.value for g in phase if isinstance(g.value, Exception)]
-            abandoned += sum(1 for g in phase if not isinstance(g.value, (ScrapeResult, Exception)))
+            # a fetch cancelled by abandon_scrapes has neither a result nor an error
+            fetched = [value for value in outcomes if isinstance(value, ScrapeResult)]
+            errors += [value for value in outcomes if isinstance(value, Exception)]
+            abandoned += sum(1 for value in outcomes if value is None)
             try:
                 self.record(fetched)
             except Exception as exc:  # noqa: BLE001 - as above
@@ -167,8 +140,8 @@ class Runtime:
         ``scrapes_abandoned`` and still records and pushes what was already in. Safe from a signal
         handler: the kills are scheduled, not waited for."""
         self._abandoning = True
-        for greenlet in list(self._fetching):
-            greenlet.kill(block=False)
+        for started in list(self._fetching):
+            started.cancel()
 
     def specs(self, job: str, target_labels: dict[str, str], profile_types: list[str]) -> list[ScrapeSpec]:
         """The specs of ``profile_types`` of one target, rebuilt from this process's config (ConfigError
@@ -183,7 +156,7 @@ class Runtime:
         """Scrape ``spec`` once for the slot ``scheduled_at`` (a cumulative type's delta against
         ``previous``, its stored baseline); the outcome is in the result."""
         result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard_client=self.redis,
-                             offload=self.validate_off_hub, cumulative=self.cumulative(spec), baseline=previous)
+                             offload=self._validations, cumulative=self.cumulative(spec), baseline=previous)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
 
@@ -193,6 +166,7 @@ class Runtime:
             return
         # Redis commands were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
         with self.redis.pipeline(transaction=False) as pipe:
+            replies = NamedReplies(pipe)
             for result in results:
                 status.record_scrape(pipe, result.spec, start=result.start, duration=result.duration,
                                      error=result.error, worker=self.worker,
@@ -218,11 +192,13 @@ class Runtime:
                 else:
                     baseline.queue_stash(pipe, profile, list(spec.forward_to), spec, delta,
                                          self.settings.max_baseline_bytes)
-            replies = pipe.execute()
-        # the stashes went last: their replies are the pending totals
-        for result, reply in zip(stashed, replies[len(replies) - len(stashed):]):
-            total = reply
-            if result.delta is not None:
+                replies.name(result.push_id)  # the pending total (with a baseline's outcome for a delta)
+            stash_replies = replies.execute()
+        for result in stashed:
+            reply = stash_replies[result.push_id]
+            if result.delta is None:
+                total = reply
+            else:
                 written = baseline.stashed(reply)
                 total = written.pending_total
                 metrics.observe_delta(result.spec, result.delta.outcome, written)
@@ -233,146 +209,3 @@ class Runtime:
         """Count ``count`` scrapes that expired before a worker could start them."""
         metrics.observe_dropped(job, count)
         status.incr_counter(self.redis, "scrapes_dropped", count)
-
-    # ---------------------------------------------------------------- push stage
-
-    def push(self, push_ids: list[str], receiver: str) -> dict[str, bool | PushError]:
-        """Deliver pending profiles to one receiver. For each id: True when delivered, False when there
-        was nothing left to deliver (a redelivered push whose profile every receiver already took, or
-        one evicted to the dead-letter list), or the PushError it failed with.
-
-        Loading, and releasing what was delivered, take one Redis round trip each, whatever the count.
-        """
-        try:
-            target = self.receiver(receiver)
-        except PushError as exc:
-            metrics.observe_push(receiver, exc.kind, 0.0)
-            return {push_id: exc for push_id in push_ids}
-        if isinstance(target, FileStore):
-            # A batch waits for the writer threads before it is loaded: batches queued behind a slow
-            # disk (or a busy CPU) wait in Redis, within its pending budget, not in this process's memory.
-            with self._file_batches:
-                return self._deliver(push_ids, target, self.write_off_hub)
-        return self._deliver(push_ids, target, None)
-
-    def _deliver(self, push_ids: list[str], target: Receiver,
-                 off_hub: OffTheHub | None) -> dict[str, bool | PushError]:
-        profiles = delivery.load_many(self.redis, push_ids)
-        outcomes: dict[str, bool | PushError] = {i: False for i, p in zip(push_ids, profiles) if p is None}
-        # A cumulative profile whose scrape was a baseline has nothing for a store of deltas: done with it.
-        nothing = {p.id for p in profiles if p is not None and p.body_for(target.wants_deltas) is None}
-        pending = [p for p in profiles if p is not None and p.id not in nothing]
-        if nothing:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for push_id in nothing:
-                    delivery.release(pipe, push_id, target.name)
-                pipe.execute()
-            outcomes |= {push_id: True for push_id in nothing}
-        if not pending:
-            return outcomes
-        if off_hub is not None:
-            pushed = off_hub(_push_each, target, pending)
-        else:
-            # A network receiver: a task carries up to targets_per_task × types profiles, and one
-            # after the other each would wait out the store's round trip behind the last.
-            pushed = {}
-            for one in gevent.pool.Pool(PUSHES_AT_ONCE).imap_unordered(lambda p: _push_each(target, [p]), pending):
-                pushed |= one
-        for push_id, (error, seconds) in pushed.items():
-            metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
-            outcomes[push_id] = True if error is None else error
-        delivered = [i for i, (error, _) in pushed.items() if error is None]
-        if delivered:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for push_id in delivered:
-                    delivery.release(pipe, push_id, target.name)
-                status.incr_counter(pipe, "pushes_done", len(delivered))
-                pipe.execute()
-        return outcomes
-
-    def retry_delay(self, receiver: str, attempt: int, error: PushError) -> float | None:
-        """Seconds to wait before push attempt ``attempt + 1``, or None to give up."""
-        settings = self.config.write.get(receiver)
-        if settings is None:
-            return None
-        delay = retry_delay(settings, attempt, error)
-        # A countdown past the visibility timeout would let Redis hand the waiting push to a
-        # second worker, so a long Retry-After is honoured only up to half of it.
-        return None if delay is None else min(delay, self.settings.visibility_timeout / 2)
-
-    def give_up(self, push_id: str, receiver: str, error: PushError, attempts: int) -> None:
-        """Move a push that cannot be delivered to the dead-letter list, body and all."""
-        profile = delivery.load(self.redis, push_id)
-        if profile is not None:
-            delivery.dead_letter(self.redis, delivery.DeadLetter.of(profile, receiver, str(error), attempts),
-                                 self.settings.max_deadletter_bytes)
-            status.incr_counter(self.redis, "pushes_deadlettered")
-            log.error("push %s to %s dead-lettered after %d attempts: %s", push_id, receiver, attempts, error)
-        delivery.release(self.redis, push_id, receiver)
-        status.incr_counter(self.redis, "pushes_failed")
-
-
-def _push_each(target: Receiver, profiles: list[Profile]) -> dict[str, tuple[PushError | None, float]]:
-    """Push ``profiles`` one after the other; for each id, the PushError it failed with (or None)
-    and the seconds it took."""
-    pushed: dict[str, tuple[PushError | None, float]] = {}
-    for profile in profiles:
-        began = time.monotonic()
-        try:
-            target.push(profile)
-        except PushError as exc:
-            pushed[profile.id] = (exc, time.monotonic() - began)
-        else:
-            pushed[profile.id] = (None, time.monotonic() - began)
-    return pushed
-
-
-class OffTheHub:
-    """Runs calls that are not cooperative in a small thread pool of its own when this process runs
-    gevent (else in place), so the hub keeps every other greenlet, and its deadlines, moving.
-
-    The file store fsyncs each file and its directory: in a greenlet that stops the whole worker
-    for the disk's latency (~9 ms a profile here: at most 107 profiles/s); in threads the disk
-    takes 588 profiles/s (docs/benchmarks.md). Validating a large body is CPU-bound: in a thread
-    zlib releases the GIL and the interpreter's switch interval lets the hub run. Each pool is
-    its own, and small, because glibc gives every thread a malloc arena that keeps what it
-    freed: one validation thread retains at most about one body_size_limit, not one per thread.
-    """
-
-    def __init__(self, threads: int, max_waiting: int | None = None) -> None:
-        self.threads = threads
-        #: calls that may wait for a thread; past them a call runs in place
-        self.max_waiting = max_waiting
-        self._pool: Any = None
-        self._in_pool = 0
-
-    def __call__(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        from gevent.monkey import is_module_patched
-
-        if not is_module_patched("socket"):
-            return func(*args, **kwargs)
-        if self.max_waiting is not None and self._in_pool >= self.threads + self.max_waiting:
-            return func(*args, **kwargs)
-        if self._pool is None:
-            from gevent.threadpool import ThreadPool
-
-            self._pool = ThreadPool(self.threads)
-        self._in_pool += 1
-        try:
-            value = self._pool.apply(outcome, (func, *args), kwargs)
-        finally:
-            self._in_pool -= 1
-        if isinstance(value, Exception):
-            raise value
-        return value
-
-
-def outcome(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | Exception:
-    """``func``'s result, or the exception it raised, as a value: for calls run elsewhere (a thread,
-    a greenlet) whose caller re-raises in its own context. gevent prints the traceback of anything
-    that escapes a greenlet or a pool thread, and a failed scrape or an invalid body is an outcome,
-    not a crash."""
-    try:
-        return func(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - re-raised by the caller
-        return exc

@@ -173,6 +173,7 @@ def serve_http(sender: Any = None, **_: Any) -> None:
         return
     from scraper.httpserver import start_http_server
 
+    from . import pool
     from .tasks import runtime
 
     consumption = watch = ConsumptionWatch(settings.ready_idle_s)
@@ -186,5 +187,5 @@ def serve_http(sender: Any = None, **_: Any) -> None:
 
     host = str(settings.http_address)
     _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready, host=host,
-                                config=lambda: runtime().config)
+                                config=lambda: runtime().config, pages=pool.profile_pages)
     log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on %s port %d", host, port)

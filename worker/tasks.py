@@ -8,12 +8,12 @@ from functools import lru_cache
 from celery import Task
 
 from scraper import delivery
-from scraper.errors import PushError
 from scraper.plan import describe
 from scraper.runtime import Runtime
 from scraper.scrape import ScrapeResult
 from scraper.settings import Settings
 
+from . import pool
 from .celery_app import app
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
     """This process's runtime, built on first use (after Celery has forked and gevent has patched)."""
-    return Runtime(Settings())
+    return Runtime(Settings(), spawn=pool.spawn, validations=pool.validations, writes=pool.file_writes)
 
 
 def _as_list(value: str | list[str]) -> list[str]:
@@ -81,28 +81,11 @@ def _outcome_line(result: ScrapeResult, *, with_instance: bool) -> str:
 def push(self: Task, push_ids: str | list[str], receiver: str) -> str:
     """Deliver pending profiles to one receiver; retry those that failed with backoff, and
     dead-letter those whose retries ran out or that the receiver refused."""
-    rt = runtime()
-    attempt = self.request.retries + 1
-    retry: list[str] = []
-    delays: list[float] = []
-    report: list[str] = []
-    last_error: PushError | None = None
-    for push_id, delivered in rt.push(_as_list(push_ids), receiver).items():
-        if not isinstance(delivered, PushError):
-            report.append("delivered" if delivered else "nothing to deliver")
-            continue
-        delay = rt.retry_delay(receiver, attempt, delivered)
-        if delay is None:
-            rt.give_up(push_id, receiver, delivered, attempt)
-            report.append(f"dead-lettered after {attempt} attempts: {delivered}")
-        else:
-            retry.append(push_id)
-            delays.append(delay)
-            last_error = delivered
-    if retry:
+    attempt = runtime().pushes.attempt(_as_list(push_ids), receiver, attempt=self.request.retries + 1)
+    if attempt.retry:
         log.warning("push of %d profiles to %s failed (attempt %d), retrying in %.1fs: %s",
-                    len(retry), receiver, attempt, max(delays), last_error)
+                    len(attempt.retry), receiver, self.request.retries + 1, attempt.delay, attempt.error)
         # A retry is a new message: without its argsrepr Flower would show the raw (push ids, receiver).
-        raise self.retry(args=(retry, receiver), countdown=max(delays), exc=last_error,
+        raise self.retry(args=(attempt.retry, receiver), countdown=attempt.delay, exc=attempt.error,
                          argsrepr=self.request.argsrepr, kwargsrepr=self.request.kwargsrepr) from None
-    return "; ".join(report)
+    return "; ".join(attempt.report)

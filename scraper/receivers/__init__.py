@@ -48,6 +48,9 @@ class Receiver(Protocol):
     name: str
     #: whether it stores the deltas of cumulative profiles (Pyroscope) rather than what the target served
     wants_deltas: bool
+    #: whether a push blocks its thread (disk writes and fsyncs) instead of waiting on sockets: the
+    #: push stage then runs it in writer threads, a batch at a time (scraper.push)
+    blocks: bool
 
     def push(self, profile: Profile) -> None: ...
 

@@ -50,6 +50,8 @@ class FileStore:
 
     #: the file store keeps what the target served, lossless: cumulative profiles stay totals
     wants_deltas = False
+    #: each file and its directory are fsynced: a push holds its thread for the disk's latency
+    blocks = True
 
     def __init__(self, name: str, config: FileReceiverConfig) -> None:
         self.name = name

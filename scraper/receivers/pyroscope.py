@@ -310,6 +310,8 @@ class PyroscopeReceiver:
 
     #: Pyroscope 2.x computes no deltas: cumulative profiles must arrive as their change.
     wants_deltas = True
+    #: a push waits on its connection, which yields to the other greenlets of a worker
+    blocks = False
 
     def __init__(self, name: str, config: PyroscopeReceiverConfig) -> None:
         self.name = name

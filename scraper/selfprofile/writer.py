@@ -5,7 +5,7 @@ code object is known (a tracemalloc frame that ``source`` could not place), ``(f
 line)``, named ``filename:line``. Each distinct code object becomes one ``Function`` (code
 objects with the same qualified name, file and first line — e.g. a module imported twice —
 share one), named by module and qualified name (``scraper.scrape.scrape_once``,
-``scraper.runtime.Runtime.push``) as Go's are by package; each distinct frame one ``Location``
+``scraper.push.PushStage.deliver``) as Go's are by package; each distinct frame one ``Location``
 with one ``Line``. Samples with the same stack are merged by adding their values.
 """
 

@@ -186,16 +186,16 @@ def test_builder_merges_identical_stacks_adding_their_values_and_keeps_the_leaf_
 
 
 def test_builder_names_functions_by_module_and_qualified_name_as_go_does_by_package() -> None:
-    from scraper.runtime import Runtime
+    from scraper.push import PushStage
     from scraper.scrape import scrape_once
 
     builder = ProfileBuilder([("samples", "count")], ("cpu", "nanoseconds"), 1)
-    builder.add([(Runtime.push.__code__, 1), (scrape_once.__code__, 1)], [1])
+    builder.add([(PushStage.deliver.__code__, 1), (scrape_once.__code__, 1)], [1])
     builder.add([("<frozen importlib._bootstrap>", 3)], [1])
 
     names = sorted(name for stack, _ in stacks(assert_valid_pprof(builder.gzipped(time_nanos=1))) for name in stack)
 
-    assert names == ["<frozen importlib._bootstrap>:3", "scraper.runtime.Runtime.push", "scraper.scrape.scrape_once"]
+    assert names == ["<frozen importlib._bootstrap>:3", "scraper.push.PushStage.deliver", "scraper.scrape.scrape_once"]
 
 
 def test_builder_refuses_a_sample_with_more_values_than_sample_types() -> None:

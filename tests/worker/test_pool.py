@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import json, gevent
-from scraper.runtime import OffTheHub
+from worker.pool import OffTheHub
 real_ident = monkey.get_original("threading", "get_ident")
 real_sleep = monkey.get_original("time", "sleep")
 hub_thread = real_ident()

@@ -1,0 +1,78 @@
+"""A worker's Runtime in the test process: a scrape task's scrapes against a real pprof target and
+real Redis, run side by side in threads where a worker uses greenlets."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import redis
+
+from scraper import delivery, keys, status
+from scraper.concurrency import in_place
+from scraper.plan import make_plan
+from scraper.runtime import Runtime
+from scraper.scrape import ScrapeResult
+from scraper.settings import Settings
+from tests.fakes import PprofTarget, pprof_target
+from tests.inprocess import spawn_in, write_config
+
+TYPES = ["goroutine", "memory", "process_cpu"]
+
+
+@pytest.fixture
+def target() -> Iterator[PprofTarget]:
+    with pprof_target() as t:
+        yield t
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget) -> Iterator[Runtime]:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", target.address)
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        yield Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads), validations=in_place,
+                      writes=in_place)
+
+
+def labels(target: PprofTarget) -> dict[str, str]:
+    return {"__address__": target.address, "app": "demo", "service_name": "demo"}
+
+
+def test_a_scrape_records_each_types_status_and_keeps_its_profile_for_its_receivers(
+        runtime: Runtime, redis_client: redis.Redis, target: PprofTarget) -> None:
+    status.register_specs(redis_client, make_plan(runtime.config).specs)  # as beat does
+
+    results, errors = runtime.scrape("demo", TYPES, [labels(target)], [time.time()])
+
+    assert errors == []
+    assert sorted((r.spec.profile_type, r.ok) for r in results) == [(t, True) for t in sorted(TYPES)]
+    assert sorted((s.profile_type, s.health.value) for s in status.read_statuses(redis_client)) == \
+        [(t, "up") for t in sorted(TYPES)]
+    for result in results:
+        assert redis_client.smembers(keys.BODY_REFS.format(id=result.push_id)) == {b"files"}
+        stored = delivery.load(redis_client, result.push_id)
+        assert stored is not None and stored.body == result.body
+
+
+def test_the_quick_types_are_handed_on_before_the_cpu_profile_is_in(
+        runtime: Runtime, target: PprofTarget) -> None:
+    phases: list[list[str]] = []
+
+    def recorded(results: list[ScrapeResult]) -> None:
+        phases.append(sorted(r.spec.profile_type for r in results))
+
+    runtime.scrape("demo", TYPES, [labels(target)], [time.time()], recorded=recorded)
+
+    assert phases == [["goroutine", "memory"], ["process_cpu"]]
+
+
+def test_a_target_that_cannot_be_planned_is_an_error_beside_the_other_targets_results(
+        runtime: Runtime, target: PprofTarget) -> None:
+    results, errors = runtime.scrape("demo", ["goroutine"], [{"app": "no address"}, labels(target)],
+                                     [time.time(), time.time()])
+
+    assert len(errors) == 1
+    assert [(r.spec.target_labels["__address__"], r.ok) for r in results] == [(target.address, True)]
