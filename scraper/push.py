@@ -113,7 +113,7 @@ class PushStage:
             target = self.receiver(receiver)
         except PushError as exc:
             metrics.observe_push(receiver, exc.kind, 0.0)
-            return {push_id: exc for push_id in push_ids}
+            return dict.fromkeys(push_ids, exc)
         if target.blocks:
             # A batch waits for the writer threads before it is loaded: batches queued behind a slow
             # disk (or a busy CPU) wait in Redis, within its pending budget, not in this process's memory.
@@ -132,7 +132,7 @@ class PushStage:
                 for push_id in nothing:
                     delivery.release(pipe, push_id, target.name)
                 pipe.execute()
-            outcomes |= {push_id: True for push_id in nothing}
+            outcomes |= dict.fromkeys(nothing, True)
         if not pending:
             return outcomes
         pushed = self._writes(_push_each, target, pending) if target.blocks else self._push_side_by_side(target, pending)

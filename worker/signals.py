@@ -179,6 +179,7 @@ def serve_http(sender: Any = None, **_: Any) -> None:
     consumption = watch = ConsumptionWatch(settings.ready_idle_s)
     # The queues given at start: a consumer cancelled later still counts as one that should consume.
     consumption.queues = tuple(sender.app.amqp.queues.consume_from)
+
     def ready() -> tuple[bool, str]:
         config_ok, config_reason = runtime().source.ready()
         if not config_ok:
@@ -186,6 +187,6 @@ def serve_http(sender: Any = None, **_: Any) -> None:
         return consumption.ready(runtime().redis)
 
     host = str(settings.http_address)
-    _, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready, host=host,
-                                config=lambda: runtime().config, pages=pool.profile_pages)
+    _server, port = start_http_server(settings.http_port, redis_factory=lambda: runtime().redis, ready=ready, host=host,
+                                      config=lambda: runtime().config, pages=pool.profile_pages)
     log.info("serving /metrics, /targets, /-/healthy, /-/ready and /debug/pprof on %s port %d", host, port)
