@@ -52,6 +52,18 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def write_demo_config(workdir: Path, address: str, store: Path, job_extra: str = "") -> None:
+    """``workdir/c.yaml``: one job, ``demo``, scraping ``address`` into the file store at ``store``."""
+    (workdir / "c.yaml").write_text(f"""
+scrape:
+  demo:
+    targets: [{{__address__: "{address}"}}]
+    forward_to: [files]{job_extra}
+write:
+  files: {{type: file, path: "{store}"}}
+""")
+
+
 def interrupt(run: subprocess.Popen[bytes]) -> float:
     """Press Ctrl-C (SIGINT to the run's whole process group, as a terminal sends it) and return how
     long `run` took to exit."""
@@ -69,15 +81,7 @@ def test_ctrl_c_stops_everything_within_ten_seconds_and_a_rerun_delivers_what_wa
     store = tmp_path / "profiles"
     store.write_text("a file where the store's directory should be: every push fails and is retried")
     with pprof_target() as target:
-        (tmp_path / "c.yaml").write_text(f"""
-scrape:
-  demo:
-    targets: [{{__address__: "{target.address}"}}]
-    forward_to: [files]
-    scrape_interval: 3s
-write:
-  files: {{type: file, path: "{store}"}}
-""")
+        write_demo_config(tmp_path, target.address, store, job_extra="\n    scrape_interval: 3s")
         run = start_run(tmp_path, "--config", "c.yaml")
         client = redis.Redis(unix_socket_path=str(tmp_path / ".pprof-scraper" / "redis.sock"))
         try:
@@ -114,14 +118,7 @@ def a_core_kept_busy() -> Iterator[None]:
 
 def test_ctrl_c_on_a_busy_machine_abandons_a_cpu_profile_in_flight_and_says_so_in_one_line(tmp_path: Path) -> None:
     with pprof_target() as target, a_core_kept_busy():
-        (tmp_path / "c.yaml").write_text(f"""
-scrape:
-  demo:
-    targets: [{{__address__: "{target.address}"}}]
-    forward_to: [files]
-write:
-  files: {{type: file, path: "{tmp_path / 'profiles'}"}}
-""")
+        write_demo_config(tmp_path, target.address, tmp_path / "profiles")
         run = start_run(tmp_path, "--config", "c.yaml")
         try:
             wait_until(lambda: any(path == "/debug/pprof/profile" for path, _ in target.requests), timeout=60,
@@ -321,14 +318,7 @@ def test_run_listens_on_loopback_only_unless_told_otherwise(tmp_path: Path) -> N
 def test_a_slots_quick_profiles_are_stored_while_its_cpu_profile_is_still_being_taken(tmp_path: Path) -> None:
     store = tmp_path / "profiles"
     with pprof_target() as target:  # holds each CPU profile its ?seconds=14
-        (tmp_path / "c.yaml").write_text(f"""
-scrape:
-  demo:
-    targets: [{{__address__: "{target.address}"}}]
-    forward_to: [files]
-write:
-  files: {{type: file, path: "{store}"}}
-""")
+        write_demo_config(tmp_path, target.address, store)
         run = start_run(tmp_path, "--config", "c.yaml")
         try:
             wait_until(lambda: any(store.glob("demo/goroutine/**/*.pb.gz")), timeout=60,
