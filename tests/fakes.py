@@ -26,6 +26,15 @@ GO_BODIES = {
 }
 
 
+
+def answer(handler: BaseHTTPRequestHandler, code: int, body: bytes, content_type: str) -> None:
+    """Send ``body`` as the whole answer of ``handler``'s request."""
+    handler.send_response(code)
+    handler.send_header("Content-Type", content_type)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
 class PprofTarget:
     """A pprof endpoint that answers like Go: holds ``?seconds=N`` requests N seconds, refuses a
     second concurrent CPU profile with Go's 500, and counts what it served."""
@@ -78,11 +87,7 @@ class PprofTarget:
                 self._answer(200, (DATA / name).read_bytes(), "application/octet-stream")
 
             def _answer(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, code, body, content_type)
 
         return Handler
 

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from scraper._proto import profile_pb2
 from tests.conftest import DATA
+from tests.fakes import answer
 
 
 @dataclass(frozen=True)
@@ -182,11 +183,7 @@ class GrowingTarget:
                 self._answer(body)
 
             def _answer(self, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer(self, 200, body, "application/octet-stream")
 
         return Handler
 
