@@ -3,6 +3,7 @@
     python bench/run.py                                   # 1,000 targets x 5 types / 15 s, beat + 2 workers
     python bench/run.py --mode baseline                   # the floor: one gevent process, no Celery, no Redis
     python bench/run.py --mode both                       # baseline, then the system with the CPU ratio (two lines)
+    python bench/run.py --mode all                        # the bare loop, the baseline, then the system (three lines)
     python bench/run.py --size 100k                       # 100 KB profiles
     python bench/run.py --mode both --deltas both         # the pair with deltas, then the pair without
 
@@ -50,6 +51,8 @@ from scraper.config import load_config  # noqa: E402
 from scraper.plan import ScrapeSpec, plan  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+#: The floors the system is measured against: bench/<name>.py, one process each, no Celery, no Redis.
+FLOORS = ("bare", "baseline")
 #: How long after the window the run waits for the window's CPU profiles (held ``interval - 1`` s) to land.
 TAIL_MARGIN_S = 6.0
 
@@ -203,12 +206,15 @@ class Run:
                        dict(env, SCRAPER_HTTP_PORT=str(port)), metrics_port=port)
         self.spawn("beat", celery + ["beat", "-l", self.args.log_level, "--pidfile="], env)
 
-    def start_baseline(self, config: Path, lifetime: float) -> None:
-        out = (self.workdir / "baseline.json").open("wb")
-        argv = [sys.executable, str(ROOT / "bench" / "baseline.py"), "--config", str(config),
+    def start_floor(self, config: Path, lifetime: float) -> None:
+        """One of the floors, ``bench/baseline.py`` or ``bench/bare.py`` (as ``self.mode`` says)."""
+        out = (self.workdir / f"{self.mode}.json").open("wb")
+        argv = [sys.executable, str(ROOT / "bench" / f"{self.mode}.py"), "--config", str(config),
                 "--duration", str(lifetime)]
-        popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=(self.workdir / "baseline.log").open("wb"))
-        self.procs.append(Process("baseline", popen))
+        if self.mode == "bare":
+            argv += ["--store", str(self.store)]
+        popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=(self.workdir / f"{self.mode}.log").open("wb"))
+        self.procs.append(Process(self.mode, popen))
 
     # ---------------------------------------------------------------- measure
 
@@ -233,7 +239,7 @@ class Run:
     def started(self) -> bool:
         """Whether every worker answers /metrics (so it is consuming)."""
         for proc in self.procs:
-            if proc.popen.poll() is not None and proc.kind != "baseline":
+            if proc.popen.poll() is not None and proc.kind not in FLOORS:
                 raise SystemExit(f"{proc.kind} exited early; see the logs in {self.workdir}")
             if proc.metrics_port is not None:
                 try:
@@ -243,8 +249,14 @@ class Run:
         return True
 
     def stored_slots(self, specs: dict[tuple[str, str], ScrapeSpec], t0: float, t1: float) -> tuple[int, int]:
-        """Sidecars in the store whose scrape slot is in ``[t0, t1)``, and all sidecars."""
+        """Sidecars in the store whose scrape slot is in ``[t0, t1)``, and all sidecars (the bare loop's
+        files, named by slot, when it ran)."""
         inside = total = 0
+        if self.mode == "bare":
+            for path in self.store.glob("*/*.pb.gz"):
+                total += 1
+                inside += t0 <= float(path.name.removesuffix(".pb.gz").rsplit("-", 1)[1]) < t1
+            return inside, total
         for sidecar in self.store.rglob("*.json"):
             meta = json.loads(sidecar.read_text())
             total += 1
@@ -263,8 +275,8 @@ class Run:
         specs = plan(load_config(config))
         by_url = {(s.address, urlsplit(s.url).path): s for s in specs}
         by_name = {(s.labels["instance"], s.labels["__name__"]): s for s in specs}
-        if self.mode == "baseline":
-            self.start_baseline(config, args.warmup + args.window + args.interval + TAIL_MARGIN_S)
+        if self.mode in FLOORS:
+            self.start_floor(config, args.warmup + args.window + args.interval + TAIL_MARGIN_S)
         else:
             self.start_system(config)
         deadline = time.time() + 60
@@ -313,8 +325,8 @@ class Run:
             "mode": self.mode, "deltas": self.args.deltas, "targets": self.args.targets, "size": self.args.size,
             "body_bytes": self.body_bytes.get("/debug/pprof/profile"),
             "interval_s": self.args.interval, "window_s": window,
-            "workers": self.args.workers if self.mode != "baseline" else None,
-            "concurrency": self.args.concurrency if self.mode != "baseline" else None,
+            "workers": self.args.workers if self.mode not in FLOORS else None,
+            "concurrency": self.args.concurrency if self.mode not in FLOORS else None,
             "scheduled": scheduled, "requested": len(lags), "stored": stored,
             "stored_pct": round(100 * stored / scheduled, 3) if scheduled else None,
             "scheduled_rate": round(scheduled / window, 1), "stored_rate": round(stored / window, 1),
@@ -327,7 +339,7 @@ class Run:
             "cpu_ms_per_scrape_system": round(sum(cpu[k] for k in system_kinds) / max(stored, 1) * 1000, 3),
             "cpu_pct_of_one_core": {k: round(100 * v / window, 1) for k, v in cpu.items()},
             "peak_rss_mb": {f"{p.kind}{i}": round(proc_memory_mb(p.pid), 1) for i, p in enumerate(self.procs)
-                            if p.kind in ("worker", "baseline", "beat") and p.popen.poll() is None},
+                            if p.kind in ("worker", "beat", *FLOORS) and p.popen.poll() is None},
             "cpu_held_mean": round(statistics.mean(self.held), 1) if self.held else None,
             "cpu_held_max": fleet_stats["cpu_held_max"],
             "cpu_overlaps": fleet_stats["cpu_overlaps"],
@@ -353,11 +365,9 @@ class Run:
             proc.stop()
         if self.embedded is not None:
             self.embedded.stop()
-        if self.mode == "baseline":
-            self.baseline_outcomes()
 
-    def baseline_outcomes(self) -> dict[str, object]:
-        path = self.workdir / "baseline.json"
+    def floor_outcomes(self) -> dict[str, object]:
+        path = self.workdir / f"{self.mode}.json"
         return json.loads(path.read_text() or "{}") if path.exists() else {}
 
 
@@ -371,8 +381,8 @@ def run_once(args: argparse.Namespace, mode: str) -> dict[str, object]:
         result = run.measure()
     finally:
         run.stop()
-    if mode == "baseline":
-        outcomes = run.baseline_outcomes().get("outcomes", {})
+    if mode in FLOORS:
+        outcomes = run.floor_outcomes().get("outcomes", {})
         result["failed"] = {k: v for k, v in outcomes.items() if k != "ok"}  # type: ignore[union-attr]
     result["workdir"] = str(run.workdir)
     return result
@@ -380,7 +390,8 @@ def run_once(args: argparse.Namespace, mode: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=["system", "baseline", "both"], default="system")
+    parser.add_argument("--mode", choices=["system", "baseline", "bare", "both", "all"], default="system",
+                        help="both: the baseline, then the system; all: the bare loop, the baseline, then the system")
     parser.add_argument("--targets", type=int, default=1000)
     parser.add_argument("--size", choices=["real", "100k", "1m"], default="real")
     parser.add_argument("--interval", type=int, default=15, help="scrape_interval in seconds")
@@ -390,6 +401,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=75.0, help="seconds of steady state measured")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--baseline", type=Path, help="a baseline JSON line (from --mode baseline) for the CPU ratio")
+    parser.add_argument("--bare", type=Path, help="a bare loop JSON line (from --mode bare) for the CPU ratio")
     parser.add_argument("--deltas", choices=["on", "off", "both"], default="on",
                         help="deltas of memory, mutex and block (off: cumulative: false); both: a run of each")
     args = parser.parse_args()
@@ -399,20 +411,22 @@ def main() -> None:
 
 
 def run_mode(args: argparse.Namespace) -> None:
-    """The runs ``--mode`` asks for, each printing its JSON line."""
-    baseline = json.loads(args.baseline.read_text().splitlines()[-1]) if args.baseline else None
-    if args.mode in ("baseline", "both"):
-        baseline = run_once(args, "baseline")
-        print(json.dumps(baseline), flush=True)  # its own figures (stored, lag) too, not only its CPU
-        if args.mode == "baseline":
-            return
+    """The runs ``--mode`` asks for, each printing its JSON line; the system's line has its CPU per
+    scrape as a ratio to each floor measured (or given) before it."""
+    floors = {name: json.loads(path.read_text().splitlines()[-1])
+              for name, path in (("baseline", args.baseline), ("bare", args.bare)) if path}
+    for floor in {"bare": ["bare"], "baseline": ["baseline"], "both": ["baseline"], "all": ["bare", "baseline"]}.get(
+            args.mode, []):
+        floors[floor] = run_once(args, floor)
+        print(json.dumps(floors[floor]), flush=True)  # its own figures (stored, lag) too, not only its CPU
+    if args.mode in FLOORS:
+        return
     result = run_once(args, "system")
-    if baseline is not None:
-        floor = float(baseline["cpu_ms_per_scrape_system"])  # type: ignore[arg-type]
-        result["baseline_cpu_ms_per_scrape"] = floor
-        result["cpu_ratio_to_baseline"] = round(float(result["cpu_ms_per_scrape_system"]) / floor, 2)  # type: ignore[arg-type]
+    for name, line in floors.items():
+        floor = float(line["cpu_ms_per_scrape_system"])
+        result[f"{name}_cpu_ms_per_scrape"] = floor
+        result[f"cpu_ratio_to_{name}"] = round(float(result["cpu_ms_per_scrape_system"]) / floor, 2)  # type: ignore[arg-type]
     print(json.dumps(result), flush=True)
-
 
 if __name__ == "__main__":
     main()
