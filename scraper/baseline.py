@@ -26,6 +26,7 @@ from typing import Any
 import redis
 
 from . import delivery, keys
+from .broker import NamedReplies, Script
 from .delta import Baseline, Delta
 from .plan import ScrapeSpec
 from .receivers import Profile
@@ -41,8 +42,9 @@ PRUNE_PER_WRITE = 16
 #       baseline index, baseline bytes, counters, unpublished (as delivery's _STASH).
 # ARGV: blob head, id, now, delta tail ('' when none), slot the delta was taken against ('' when
 #       none), this slot, baseline data, baseline expires at, baseline budget, receivers...
+# Without receivers, only the baseline is written (the profile went to this host's file store).
 # Returns {1 if the delta is stashed else 0, the baseline outcome, pending total}.
-_STASH_WITH_BASELINE = """
+_STASH_WITH_BASELINE = Script("""
 local pruned = redis.call('zrangebyscore', KEYS[6], '-inf', ARGV[3], 'LIMIT', 0, PRUNE_PER_WRITE)
 for _, key in ipairs(pruned) do
   redis.call('decrby', KEYS[7], redis.call('hstrlen', key, 'data'))
@@ -73,7 +75,7 @@ if ARGV[4] ~= '' and not with_delta then
   redis.call('hincrby', KEYS[8], 'deltas_superseded', 1)
 end
 -- a later run of a slot already stashed keeps the first run's blob (and its delta)
-if outcome == 'stale' and redis.call('exists', KEYS[1]) == 1 then
+if #ARGV < 10 or (outcome == 'stale' and redis.call('exists', KEYS[1]) == 1) then
   return {0, outcome, tonumber(redis.call('get', KEYS[4]) or '0')}
 end
 local blob = ARGV[1] .. (with_delta and ARGV[4] or '\\192')
@@ -87,7 +89,7 @@ else
   total = tonumber(redis.call('get', KEYS[4]) or '0')
 end
 return {with_delta and 1 or 0, outcome, total}
-""".replace("PRUNE_PER_WRITE", str(PRUNE_PER_WRITE))
+""".replace("PRUNE_PER_WRITE", str(PRUNE_PER_WRITE)))
 
 
 def baseline_key(spec: ScrapeSpec) -> str:
@@ -127,20 +129,22 @@ class Stashed:
     pending_total: int
 
 
-def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[str], spec: ScrapeSpec,
+def queue_stash(replies: NamedReplies, profile: Profile, receivers: list[str], spec: ScrapeSpec,
                 delta: Delta, budget: int) -> None:
-    """Queue on ``pipe`` the stash of ``profile`` (whose ``delta`` is ``delta.body``) together with the
-    write of ``delta.baseline``; its reply becomes a :class:`Stashed` through :func:`stashed`."""
+    """Queue the stash of ``profile`` (whose ``delta`` is ``delta.body``) for ``receivers`` together
+    with the write of ``delta.baseline`` (only that when ``receivers`` is empty); its reply, named by
+    the push id, becomes a :class:`Stashed` through :func:`stashed`."""
     head, tail = delivery.pack_parts(profile)
     new = delta.baseline
     expires_at = new.slot + KEEP_INTERVALS * spec.interval_s
-    pipe.eval(
-        _STASH_WITH_BASELINE, 9,
-        *delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES, keys.COUNTERS,
-        keys.UNPUBLISHED,
-        head, profile.id, profile.start, tail if delta.body is not None else b"",
-        slot_text(delta.against_slot) if delta.against_slot is not None else "", slot_text(new.slot),
-        new.encode(), expires_at, budget, *receivers,
+    replies.call(
+        _STASH_WITH_BASELINE,
+        [*delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES, keys.COUNTERS,
+         keys.UNPUBLISHED],
+        [head if receivers else b"", profile.id, profile.start, tail if delta.body is not None and receivers else b"",
+         slot_text(delta.against_slot) if delta.against_slot is not None else "", slot_text(new.slot),
+         new.encode(), expires_at, budget, *receivers],
+        name=profile.id,
     )
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import redis
+from redis.exceptions import NoScriptError, ResponseError
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from .errors import ConfigError
@@ -134,19 +136,50 @@ def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+class Script:
+    """A Lua script called by its SHA1 (EVALSHA): Redis neither receives its text nor hashes it per
+    call. Queue its calls through :class:`NamedReplies`, which re-sends them with the text when Redis
+    does not know the script yet (first use, a restart, a failover). redis-py's own Script would ask
+    Redis ``SCRIPT EXISTS`` before every pipeline instead: a round trip each time."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()  # the name Redis gives it
+
+
 class NamedReplies:
-    """The replies of chosen commands of a pipeline, by the names given as they were queued, so a
-    reader need not count which command came where."""
+    """A pipeline's replies of chosen commands, by the names given as they were queued, so a reader
+    need not count which command came where; and the pipeline's :class:`Script` calls."""
 
     def __init__(self, pipe: redis.client.Pipeline) -> None:
         self.pipe = pipe
         self._at: dict[str, int] = {}
+        self._scripts: dict[int, tuple[Script, tuple[Any, ...]]] = {}
 
     def name(self, name: str) -> None:
         """Name the reply of the command queued last."""
         self._at[name] = len(self.pipe) - 1
 
+    def call(self, script: Script, keys: list[str], args: list[Any], name: str | None = None) -> None:
+        """Queue a call of ``script``; ``name`` names its reply."""
+        arguments = (len(keys), *keys, *args)
+        self.pipe.evalsha(script.sha, *arguments)
+        self._scripts[len(self.pipe) - 1] = (script, arguments)
+        if name is not None:
+            self.name(name)
+
     def execute(self) -> dict[str, Any]:
-        """Run the pipeline; the named replies."""
-        replies = self.pipe.execute()
+        """Run the pipeline (raising the first command's error, as redis-py does); the named replies."""
+        replies = self.pipe.execute(raise_on_error=False)
+        unknown = [at for at in self._scripts if isinstance(replies[at], NoScriptError)]
+        if unknown:
+            # An EVALSHA Redis did not know did nothing: sending it again with the text runs it once.
+            for at in unknown:
+                script, arguments = self._scripts[at]
+                self.pipe.eval(script.source, *arguments)
+            for at, reply in zip(unknown, self.pipe.execute(raise_on_error=False)):
+                replies[at] = reply
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
         return {name: replies[at] for name, at in self._at.items()}

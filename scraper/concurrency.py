@@ -6,7 +6,7 @@ the scrape and push stages and the HTTP server are handed them, so ``scraper/`` 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -30,6 +30,11 @@ class Spawn(Protocol):
     """Starts ``func(*args)`` beside the caller (a greenlet in a worker)."""
 
     def __call__(self, func: Callable[..., T], /, *args: Any) -> Started[T]: ...
+
+    def ended(self, started: Sequence[Started[T]], timeout: float | None = None) -> list[Started[T]]:
+        """Wait until at least one of ``started`` has ended (ended, failed or cancelled), or ``timeout``
+        seconds; those that have ended, in their order."""
+        ...
 
 
 class Offload(Protocol):

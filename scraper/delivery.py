@@ -28,7 +28,7 @@ import msgpack
 import redis
 
 from . import keys
-from .broker import text
+from .broker import NamedReplies, Script, text
 from .config import Config, PyroscopeReceiverConfig
 from .receivers import Profile
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # KEYS: blob, refs, pending zset, pending bytes, unpublished zset. ARGV: blob, id, now, receivers...
 # Counted once per id, so a duplicate scrape of the same slot does not inflate the total.
-_STASH = """
+_STASH = Script("""
 redis.call('set', KEYS[1], ARGV[1])
 for i = 4, #ARGV do redis.call('sadd', KEYS[2], ARGV[i]) end
 redis.call('zadd', KEYS[5], 'NX', ARGV[3], ARGV[2])
@@ -44,10 +44,10 @@ if redis.call('zadd', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 1 then
   return redis.call('incrby', KEYS[4], string.len(ARGV[1]))
 end
 return tonumber(redis.call('get', KEYS[4]) or '0')
-"""
+""")
 
 # KEYS: blob, refs, pending zset, pending bytes. ARGV: receiver, id.
-_RELEASE = """
+_RELEASE = Script("""
 redis.call('srem', KEYS[2], ARGV[1])
 if redis.call('scard', KEYS[2]) == 0 then
   local size = redis.call('strlen', KEYS[1])
@@ -55,7 +55,7 @@ if redis.call('scard', KEYS[2]) == 0 then
   if redis.call('zrem', KEYS[3], ARGV[2]) == 1 then redis.call('decrby', KEYS[4], size) end
 end
 return 0
-"""
+""")
 
 
 def stash_keys(push_id: str) -> list[str]:
@@ -78,15 +78,17 @@ def stash(client: redis.Redis, profile: Profile, receivers: list[str], max_pendi
     """Keep ``profile`` until every receiver in ``receivers`` has released it; past the pending
     budget, move the oldest pending profiles to the dead-letter list."""
     with client.pipeline(transaction=False) as pipe:
-        queue_stash(pipe, profile, receivers)
-        (total,) = pipe.execute()
+        replies = NamedReplies(pipe)
+        queue_stash(replies, profile, receivers)
+        total = replies.execute()[profile.id]
     keep_within_budget(client, total, profile.id, max_pending_bytes, deadletter_budget)
 
 
-def queue_stash(pipe: redis.client.Pipeline, profile: Profile, receivers: list[str]) -> None:
-    """Queue on ``pipe`` what :func:`stash` does in Redis, so a scrape's writes share one round trip.
-    Its reply is the pending total, for :func:`keep_within_budget` once the pipeline has run."""
-    pipe.eval(_STASH, 5, *stash_keys(profile.id), keys.UNPUBLISHED, _pack(profile), profile.id, time.time(), *receivers)
+def queue_stash(replies: NamedReplies, profile: Profile, receivers: list[str]) -> None:
+    """Queue what :func:`stash` does in Redis, so a scrape's writes share one round trip. Its reply,
+    named by the push id, is the pending total, for :func:`keep_within_budget` once the pipeline has run."""
+    replies.call(_STASH, [*stash_keys(profile.id), keys.UNPUBLISHED],
+                 [_pack(profile), profile.id, time.time(), *receivers], name=profile.id)
 
 
 def published(client: redis.Redis, push_ids: list[str]) -> None:
@@ -158,10 +160,18 @@ def load_many(client: redis.Redis, push_ids: list[str]) -> list[Profile | None]:
     return [None if blob is None else Profile(**msgpack.unpackb(blob, raw=False)) for blob in blobs]
 
 
-def release(client: redis.Redis, push_id: str, receiver: str) -> None:
-    """Say that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent.
-    On a pipeline, the release is queued with the rest."""
-    client.eval(_RELEASE, 4, *stash_keys(push_id), receiver, push_id)
+def release(client: redis.Redis, push_ids: list[str], receiver: str) -> None:
+    """Say that ``receiver`` is done with the profiles of ``push_ids``, in one round trip (:func:`queue_release`)."""
+    with client.pipeline(transaction=False) as pipe:
+        replies = NamedReplies(pipe)
+        for push_id in push_ids:
+            queue_release(replies, push_id, receiver)
+        replies.execute()
+
+
+def queue_release(replies: NamedReplies, push_id: str, receiver: str) -> None:
+    """Queue saying that ``receiver`` is done with the profile; the last one to say so deletes it. Idempotent."""
+    replies.call(_RELEASE, stash_keys(push_id), [receiver, push_id])
 
 
 @dataclass

@@ -13,14 +13,16 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import redis
 
 from . import delivery, metrics, status
+from .broker import NamedReplies
 from .concurrency import Offload, Spawn
 from .config import Config, ReceiverConfig
-from .errors import PushError, PushRejected
-from .receivers import Profile, Receiver, build_receiver
+from .errors import PushError, PushRejected, PushUnavailable
+from .receivers import BatchReceiver, Profile, Receiver, build_receiver
 from .receivers.retry import retry_delay
 from .settings import Settings
 
@@ -128,25 +130,56 @@ class PushStage:
         nothing = {p.id for p in profiles if p is not None and p.body_for(target.wants_deltas) is None}
         pending = [p for p in profiles if p is not None and p.id not in nothing]
         if nothing:
-            with self.redis.pipeline(transaction=False) as pipe:
-                for push_id in nothing:
-                    delivery.release(pipe, push_id, target.name)
-                pipe.execute()
+            delivery.release(self.redis, sorted(nothing), target.name)
             outcomes |= dict.fromkeys(nothing, True)
         if not pending:
             return outcomes
-        pushed = self._writes(_push_each, target, pending) if target.blocks else self._push_side_by_side(target, pending)
-        for push_id, (error, seconds) in pushed.items():
-            metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
+        pushed = self._write_batch(cast(BatchReceiver, target), pending) if target.blocks else self._push_side_by_side(target, pending)
+        for push_id, (error, _) in pushed.items():
             outcomes[push_id] = True if error is None else error
         delivered = [i for i, (error, _) in pushed.items() if error is None]
         if delivered:
             with self.redis.pipeline(transaction=False) as pipe:
+                replies = NamedReplies(pipe)
                 for push_id in delivered:
-                    delivery.release(pipe, push_id, target.name)
+                    delivery.queue_release(replies, push_id, target.name)
                 status.incr_counter(pipe, "pushes_done", len(delivered))
-                pipe.execute()
+                replies.execute()
         return outcomes
+
+    def write_here(self, profiles: dict[str, list[Profile]]) -> dict[str, set[str]]:
+        """Write ``profiles`` (by receiver name) to those receivers that store on this host (file
+        stores), a batch each, from the scrape itself: no stash in Redis, no push task. The ids each
+        took, by receiver; what one did not take is the caller's to stash for push tasks, which retry
+        and dead-letter as usual."""
+        taken: dict[str, set[str]] = {}
+        for name, batch in profiles.items():
+            try:
+                target = self.receiver(name)
+            except PushError:
+                continue  # not in this process's config: its push task dead-letters it, saying so
+            if not target.blocks:
+                continue
+            written = self._write_batch(cast(BatchReceiver, target), batch)
+            taken[name] = {push_id for push_id, (error, _) in written.items() if error is None}
+            for push_id, (error, _) in written.items():
+                if error is not None:
+                    log.warning("profile %s not written to %s, a push task will retry it: %s", push_id, name, error)
+        return taken
+
+    def _write_batch(self, target: BatchReceiver, profiles: list[Profile]) -> dict[str, tuple[PushError | None, float]]:
+        """Write ``profiles`` to a blocking receiver in one batch, in a writer thread; for each id, the
+        PushError it failed with (or None) and its share of the batch's seconds."""
+        began = time.monotonic()
+        try:
+            errors = self._writes(target.push_batch, profiles)
+        except Exception as exc:
+            log.exception("writing %d profiles to %s failed", len(profiles), target.name)
+            errors = dict.fromkeys((p.id for p in profiles), PushUnavailable(f"writing to {target.name} failed: {exc}"))
+        seconds = (time.monotonic() - began) / max(1, len(profiles))
+        for error in errors.values():
+            metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
+        return {push_id: (error, seconds) for push_id, error in errors.items()}
 
     def _push_side_by_side(self, target: Receiver,
                            profiles: list[Profile]) -> dict[str, tuple[PushError | None, float]]:
@@ -161,7 +194,7 @@ class PushStage:
                     profile = waiting.popleft()  # atomic: lanes may be threads
                 except IndexError:
                     return pushed
-                pushed |= _push_each(target, [profile])
+                pushed[profile.id] = _push_one(target, profile)
 
         lanes = [self._spawn(lane) for _ in range(min(PUSHES_AT_ONCE, len(profiles)))]
         pushed: dict[str, tuple[PushError | None, float]] = {}
@@ -190,20 +223,19 @@ class PushStage:
                                  self.settings.max_deadletter_bytes)
             status.incr_counter(self.redis, "pushes_deadlettered")
             log.error("push %s to %s dead-lettered after %d attempts: %s", push_id, receiver, attempts, error)
-        delivery.release(self.redis, push_id, receiver)
+        delivery.release(self.redis, [push_id], receiver)
         status.incr_counter(self.redis, "pushes_failed")
 
 
-def _push_each(target: Receiver, profiles: list[Profile]) -> dict[str, tuple[PushError | None, float]]:
-    """Push ``profiles`` one after the other; for each id, the PushError it failed with (or None)
-    and the seconds it took."""
-    pushed: dict[str, tuple[PushError | None, float]] = {}
-    for profile in profiles:
-        began = time.monotonic()
-        try:
-            target.push(profile)
-        except PushError as exc:
-            pushed[profile.id] = (exc, time.monotonic() - began)
-        else:
-            pushed[profile.id] = (None, time.monotonic() - began)
-    return pushed
+
+def _push_one(target: Receiver, profile: Profile) -> tuple[PushError | None, float]:
+    """Push ``profile``: the PushError it failed with (or None) and the seconds it took."""
+    began = time.monotonic()
+    error: PushError | None = None
+    try:
+        target.push(profile)
+    except PushError as exc:
+        error = exc
+    seconds = time.monotonic() - began
+    metrics.observe_push(target.name, "ok" if error is None else error.kind, seconds)
+    return error, seconds

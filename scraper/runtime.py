@@ -7,14 +7,16 @@ target labels, profile type and slot, never a secret.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import redis
 
-from . import baseline, delivery, metrics, status
+from . import baseline, delivery, guard, metrics, status
 from .broker import NamedReplies, broker_url, connect_redis
 from .client import TargetClient
 from .concurrency import Offload, Spawn, Started
@@ -28,6 +30,12 @@ from .scrape import ScrapeResult, scrape_once
 from .settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Seconds a wave of held scrapes waits, after the first one ends, for the others that end with it.
+WAVE_S = 0.05
+
+#: Push ids a wave's scrapes still owe each receiver, by receiver: what push tasks deliver.
+Owed = dict[str, list[str]]
 
 
 class Runtime:
@@ -71,21 +79,20 @@ class Runtime:
     # ---------------------------------------------------------------- scrape stage
 
     def scrape(self, job: str, profile_types: list[str], targets: list[dict[str, str]],
-               slots: list[float], recorded: Callable[[list[ScrapeResult]], None] | None = None,
+               slots: list[float], recorded: Callable[[list[ScrapeResult], Owed], None] | None = None,
                ) -> tuple[list[ScrapeResult], list[Exception]]:
         """Scrape every type of every target (``targets[i]`` at ``slots[i]``) concurrently (``spawn``).
 
-        The quick types are recorded together as soon as they are in, the ones that hold for
-        ``seconds`` (CPU, deltas) together when they are: two Redis round trips, and a target's
-        status shows its quick types without waiting 14 s. ``recorded`` is called with each phase's
-        results once they are stored, so their pushes need not wait for the slow phase either.
-        What raised (an unknown job, Redis gone, ``recorded``)
-        is returned beside the recorded results, so one target's or one phase's failure does not
-        cost the others their pushes.
+        Results are recorded in waves (:meth:`_waves`): the quick types together as soon as they are
+        in, the ones that hold for ``seconds`` (CPU, deltas) together when they end, so a target's
+        status and profiles do not wait 14 s for its CPU profile, nor one target for another's
+        timeout. Each wave is one Redis round trip, and its profiles are written to this host's file
+        stores from here (:meth:`record`); ``recorded`` is called with each wave's results and what
+        is owed to receivers by push tasks, so their pushes need not wait for the next wave either.
+        What raised (an unknown job, Redis gone, ``recorded``) is returned beside the recorded
+        results, so one target's or one wave's failure does not cost the others their pushes.
         """
         errors: list[Exception] = []
-        quick: list[Started[ScrapeResult]] = []
-        held: list[Started[ScrapeResult]] = []
         planned: list[tuple[ScrapeSpec, float]] = []
         abandoned = 0
         for labels, at in zip(targets, slots):
@@ -98,33 +105,41 @@ class Runtime:
                 abandoned += len(specs)
                 continue
             planned += [(spec, at) for spec in specs]
-        # The baselines of every cumulative series of the task, in one round trip. Without them the
-        # scrapes still run: their profiles become new baselines and push no delta.
+        # The baselines of every cumulative series and the in-flight guards of every held type of the
+        # task, in one round trip each. Without baselines the scrapes still run: their profiles become
+        # new baselines and push no delta; a guard not taken here is waited for by its scrape.
         try:
             baselines = baseline.read(self.redis, [spec for spec, _ in planned if self.cumulative(spec)])
         except redis.RedisError as exc:
             errors.append(exc)
             baselines = {}
-        for spec, at in planned:
-            (held if spec.delta_seconds else quick).append(self._spawn(self.fetch, spec, at, baselines.get(spec.key)))
-        self._fetching.update(quick + held)
+        token = guard.new_token()
+        try:
+            guarded = guard.take(self.redis, [spec for spec, _ in planned if spec.delta_seconds], token)
+        except redis.RedisError as exc:
+            errors.append(exc)
+            guarded = set()
+        started = [self._spawn(self.fetch, spec, at, baselines.get(spec.key), token, spec.key in guarded)
+                   for spec, at in planned]
+        self._fetching.update(started)
         results: list[ScrapeResult] = []
-        for phase in (quick, held):
-            outcomes = [started.result() for started in phase]
-            self._fetching.difference_update(phase)
+        for wave in self._waves(started, [spec.delta_seconds is None for spec, _ in planned]):
+            outcomes = [started[i].result() for i in wave]
+            self._fetching.difference_update(started[i] for i in wave)
             # a fetch cancelled by abandon_scrapes has neither a result nor an error
             fetched = [value for value in outcomes if isinstance(value, ScrapeResult)]
             errors += [value for value in outcomes if isinstance(value, Exception)]
             abandoned += sum(1 for value in outcomes if value is None)
             try:
-                self.record(fetched)
+                owed = self.record(fetched, release=[planned[i][0] for i in wave if planned[i][0].delta_seconds],
+                                   token=token)
             except Exception as exc:  # noqa: BLE001 - as above
                 errors.append(exc)
                 continue
             results += fetched
             if recorded is not None and fetched:
                 try:
-                    recorded(fetched)
+                    recorded(fetched, owed)
                 except Exception as exc:  # noqa: BLE001 - as above
                     errors.append(exc)
         if abandoned:
@@ -133,6 +148,29 @@ class Runtime:
             except Exception as exc:  # noqa: BLE001 - as above
                 errors.append(exc)
         return results, errors
+
+    def _waves(self, started: list[Started[ScrapeResult]], quick: list[bool]) -> Iterator[list[int]]:
+        """The fetches (by index) in the waves they are recorded in: every quick one together, then
+        the held ones as they end, each with those ending within :data:`WAVE_S` of it. Held profiles
+        started together end together, so a task's CPU profiles are one wave, while one that runs to
+        its timeout is a wave of its own."""
+        quick_ones = [i for i, is_quick in enumerate(quick) if is_quick]
+        if quick_ones:
+            for i in quick_ones:
+                started[i].result()
+            yield quick_ones
+        waiting = {i: started[i] for i, is_quick in enumerate(quick) if not is_quick}
+        while waiting:
+            wave: list[int] = []
+            settle: float | None = None
+            while waiting and (settle is None or settle > time.monotonic()):
+                left = None if settle is None else settle - time.monotonic()
+                ended = {id(call) for call in self._spawn.ended(list(waiting.values()), timeout=left)}
+                wave += [i for i, call in waiting.items() if id(call) in ended]
+                waiting = {i: call for i, call in waiting.items() if id(call) not in ended}
+                if settle is None:
+                    settle = time.monotonic() + WAVE_S
+            yield wave
 
     def abandon_scrapes(self) -> None:
         """The process is stopping: end the fetches in flight now (a CPU profile would hold a warm
@@ -152,60 +190,89 @@ class Runtime:
         """The sample types of ``spec``'s profiles that are running totals, by this process's config."""
         return cumulative_types_of(self.config, spec)
 
-    def fetch(self, spec: ScrapeSpec, scheduled_at: float, previous: Baseline | None = None) -> ScrapeResult:
+    def fetch(self, spec: ScrapeSpec, scheduled_at: float, previous: Baseline | None = None, token: str = "",
+              guarded: bool = False) -> ScrapeResult:
         """Scrape ``spec`` once for the slot ``scheduled_at`` (a cumulative type's delta against
-        ``previous``, its stored baseline); the outcome is in the result."""
-        result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard_client=self.redis,
+        ``previous``, its stored baseline); the outcome is in the result. A held type whose in-flight
+        guard is not ``guarded`` yet waits for it, taking it for ``token``; the caller releases it."""
+        wait = None
+        if spec.delta_seconds and not guarded:
+            wait = functools.partial(guard.wait_for, self.redis, spec, token, wait_until=scheduled_at + spec.interval_s)
+        result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard=wait,
                              offload=self._validations, cumulative=self.cumulative(spec), baseline=previous)
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
 
-    def record(self, results: list[ScrapeResult]) -> None:
-        """Record how scrapes went and stash the valid bodies for their receivers, in one round trip."""
-        if not results:
-            return
+    def record(self, results: list[ScrapeResult], *, release: Sequence[ScrapeSpec] = (), token: str = "") -> Owed:
+        """Write the valid profiles to this host's file stores, then, in one round trip, record how the
+        scrapes went, release the in-flight guards of ``release`` held by ``token``, and stash what
+        other receivers (or a file store that failed) are owed; return that, by receiver, for the
+        caller to send push tasks for."""
+        valid = [result for result in results if result.ok]
+        profiles = {result.push_id: _profile(result) for result in valid}
+        by_receiver: dict[str, list[Profile]] = {}
+        for result in valid:
+            for name in result.spec.forward_to:
+                by_receiver.setdefault(name, []).append(profiles[result.push_id])
         # Redis commands were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
+        written = self.pushes.write_here(by_receiver)
+        owed: Owed = {}
         with self.redis.pipeline(transaction=False) as pipe:
             replies = NamedReplies(pipe)
-            for result in results:
-                status.record_scrape(pipe, result.spec, start=result.start, duration=result.duration,
-                                     error=result.error, worker=self.worker,
+            guard.queue_release(replies, list(release), token)
+            status.queue_records(replies, [
+                status.scrape_record(result.spec, start=result.start, duration=result.duration, error=result.error,
+                                     worker=self.worker,
                                      delta=result.delta.outcome.value if result.delta is not None else None)
-            done = sum(result.ok for result in results)
+                for result in results])
+            done = len(valid)
             if done:
                 status.incr_counter(pipe, "scrapes_done", done)
             if done < len(results):
                 status.incr_counter(pipe, "scrapes_failed", len(results) - done)
-            baselines = [result.delta.outcome for result in results if result.delta is not None]
-            if any(outcome is not Outcome.DELTA for outcome in baselines):
-                status.incr_counter(pipe, "deltas_baseline", sum(o is not Outcome.DELTA for o in baselines))
-            stashed = [result for result in results if result.ok]
-            for result in stashed:
-                spec, delta = result.spec, result.delta
-                profile = Profile(id=result.push_id, labels=spec.labels, body=result.body or b"",
-                                  start=result.start, end=result.end, url=spec.url,
-                                  cumulative=list(delta.baseline.sample_types) if delta is not None else [],
-                                  is_delta=delta is not None or spec.profile_type in TARGET_DELTA_TYPES,
-                                  delta=delta.body if delta is not None else None)
-                if delta is None:
-                    delivery.queue_stash(pipe, profile, list(spec.forward_to))
+            outcomes = [result.delta.outcome for result in results if result.delta is not None]
+            if any(outcome is not Outcome.DELTA for outcome in outcomes):
+                status.incr_counter(pipe, "deltas_baseline", sum(o is not Outcome.DELTA for o in outcomes))
+            if any(written.values()):
+                status.incr_counter(pipe, "pushes_done", sum(len(ids) for ids in written.values()))
+            queued, stashed_ids = [], set()
+            for result in valid:
+                spec, delta, profile = result.spec, result.delta, profiles[result.push_id]
+                receivers = [name for name in spec.forward_to if profile.id not in written.get(name, ())]
+                for name in receivers:
+                    owed.setdefault(name, []).append(profile.id)
+                    stashed_ids.add(profile.id)
+                if delta is not None:
+                    baseline.queue_stash(replies, profile, receivers, spec, delta, self.settings.max_baseline_bytes)
+                elif receivers:
+                    delivery.queue_stash(replies, profile, receivers)
                 else:
-                    baseline.queue_stash(pipe, profile, list(spec.forward_to), spec, delta,
-                                         self.settings.max_baseline_bytes)
-                replies.name(result.push_id)  # the pending total (with a baseline's outcome for a delta)
+                    continue
+                queued.append(result)
             stash_replies = replies.execute()
-        for result in stashed:
+        for result in queued:
             reply = stash_replies[result.push_id]
             if result.delta is None:
                 total = reply
             else:
-                written = baseline.stashed(reply)
-                total = written.pending_total
-                metrics.observe_delta(result.spec, result.delta.outcome, written)
-            delivery.keep_within_budget(self.redis, total, result.push_id, self.settings.max_pending_bytes,
-                                        self.settings.max_deadletter_bytes)
+                stashed = baseline.stashed(reply)
+                total = stashed.pending_total
+                metrics.observe_delta(result.spec, result.delta.outcome, stashed)
+            if result.push_id in stashed_ids:
+                delivery.keep_within_budget(self.redis, total, result.push_id, self.settings.max_pending_bytes,
+                                            self.settings.max_deadletter_bytes)
+        return owed
 
     def scrape_dropped(self, job: str, count: int = 1) -> None:
         """Count ``count`` scrapes that expired before a worker could start them."""
         metrics.observe_dropped(job, count)
         status.incr_counter(self.redis, "scrapes_dropped", count)
+
+
+def _profile(result: ScrapeResult) -> Profile:
+    """The profile a valid scrape hands to its receivers."""
+    spec, delta = result.spec, result.delta
+    return Profile(id=result.push_id, labels=spec.labels, body=result.body or b"", start=result.start, end=result.end,
+                   url=spec.url, cumulative=list(delta.baseline.sample_types) if delta is not None else [],
+                   is_delta=delta is not None or spec.profile_type in TARGET_DELTA_TYPES,
+                   delta=delta.body if delta is not None else None)

@@ -1,8 +1,8 @@
 """One scrape: fetch a spec's URL, validate the body as pprof, and say how it went.
 
 This is the body of one iteration of a scrape loop, without the loop: beat decides when,
-a worker calls :func:`scrape_once`. The in-flight guard keeps two requests that hold a profile
-open (CPU, wall time, fgprof) from ever being in flight to the same URL, wherever the tasks run.
+a worker calls :func:`scrape_once` (after the in-flight guard, scraper.guard, of a type that holds
+a profile open).
 """
 
 from __future__ import annotations
@@ -10,23 +10,14 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-import redis
-from redis.exceptions import LockError
-
-from . import keys
 from .client import TargetClient
 from .delta import Baseline, Delta, compute
-from .errors import ConfigError, ScrapeError, ScrapeSkipped, SecretFileError
+from .errors import ConfigError, ScrapeError, SecretFileError
 from .plan import ScrapeSpec
 from .pprof import ProfileInfo, decompressed_size, parse_profile, validate_profile
-
-#: How often a scrape waiting for the previous profile of its URL to end asks again.
-GUARD_POLL_S = 0.1
 
 #: Bodies that decompress to more than this are validated off the event loop. Validation costs up to
 #: ~1 µs a decompressed byte (a body of tiny samples), so this keeps the loop's share under ~100 ms,
@@ -68,48 +59,12 @@ def push_id(spec: ScrapeSpec, scheduled_at: float) -> str:
     return str(uuid.UUID(bytes=digest[:16], version=5))
 
 
-@contextmanager
-def inflight_guard(client: redis.Redis, spec: ScrapeSpec, *, wait_until: float,
-                   clock: Callable[[], float] = time.time) -> Iterator[None]:
-    """Hold the slot of ``spec``'s URL for the request when its type holds the request open for
-    ``seconds`` (process_cpu, fgprof, custom delta types): targets serve one such profile at a time
-    (Go answers a second CPU profile with ``500 cpu profiling already in use``, Node's @datadog/pprof a
-    second wall profile with ``500 wall profiler already in use``). While another scrape holds it (the
-    previous slot's, started late), wait for it to end, as a Prometheus scrape loop waits for its
-    previous scrape; raise ScrapeSkipped if it is still held at ``wait_until`` (Unix seconds).
-
-    The slot is redis-py's Lock, keyed by the URL without its query, wherever the scrapes run; it
-    expires after the request's timeout, so a worker that dies cannot block a target for long.
-    """
-    if not spec.delta_seconds:
-        yield
-        return
-    url = urlsplit(spec.url)
-    # Skipping at once instead would lose the next profile whenever one started a second late;
-    # waiting lets the lag shrink by interval - seconds (1 s) per slot.
-    lock = client.lock(keys.PROFILE_INFLIGHT.format(url=f"{url.scheme}://{url.netloc}{url.path}"),
-                       timeout=spec.timeout_s + 1, sleep=GUARD_POLL_S, thread_local=False)
-    if not lock.acquire(blocking=True, blocking_timeout=max(0.0, wait_until - clock())):
-        raise ScrapeSkipped(
-            "the previous profile request to this URL was still in flight at the end of this slot's "
-            "interval (targets serve one such profile at a time); skipped this one",
-            spec.url,
-        )
-    try:
-        yield
-    finally:
-        try:
-            lock.release()
-        except LockError:
-            pass  # it expired with the request's timeout: another scrape may hold it now, rightly
-
-
 def scrape_once(
     spec: ScrapeSpec,
     client: TargetClient,
     *,
     scheduled_at: float,
-    guard_client: redis.Redis | None = None,
+    guard: Callable[[], None] | None = None,
     offload: Callable[..., tuple[ProfileInfo, Delta | None]] | None = None,
     clock: Callable[[], float] = time.time,
     cumulative: tuple[str, ...] = (),
@@ -118,19 +73,18 @@ def scrape_once(
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
     Never raises a ScrapeError, nor for an unreadable ``*_file`` secret: the outcome is in the result.
-    ``guard_client`` enables the in-flight guard (a CPU or other delta scrape waits for the previous one
-    of its URL until the end of its slot's interval); ``offload(func, *args, **kwargs)`` runs the validation
+    ``guard()`` is called before the request (a CPU or other delta scrape waits there for the in-flight
+    guard of its URL: scraper.guard; it raises ScrapeSkipped); ``offload(func, *args, **kwargs)`` runs the validation
     (and delta) of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
     :func:`scraper.delta.cumulative_sample_types`) is taken against ``baseline``, the series' stored
     one (None: there is none).
     """
     start = clock()
     try:
-        guard = (inflight_guard(guard_client, spec, wait_until=scheduled_at + spec.interval_s, clock=clock)
-                 if guard_client is not None else nullcontext())
-        with guard:
+        if guard is not None:
+            guard()
             start = clock()  # the request starts once the guard is held, after any wait
-            fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
+        fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
         if offload is not None and decompressed_size(fetched.body, OFFLOAD_BYTES) > OFFLOAD_BYTES:
             info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline)
         else:

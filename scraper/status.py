@@ -15,6 +15,7 @@ import msgpack
 import redis
 
 from . import keys
+from .broker import NamedReplies, Script
 from .delta import OUTCOME_TEXT, Outcome
 from .plan import ScrapeSpec
 
@@ -103,32 +104,37 @@ class TargetStatus:
         )
 
 
-# Keeps the counts and last_success of the stored record and replaces the rest with ARGV[2],
-# all in one atomic round trip; a key beat did not register is left alone. A record that cannot be decoded restarts its counts.
-_RECORD = """
-local new = cmsgpack.unpack(ARGV[2])
-local successes, failures, last_success = 0, 0, nil
-local raw = redis.call('HGET', KEYS[1], ARGV[1])
--- only targets in beat's plan have a record: a scrape finishing after its target left the plan
--- must not bring the record back
-if not raw then return 0 end
-local ok, old = pcall(cmsgpack.unpack, raw)
-if ok and type(old) == 'table' then
-  successes = tonumber(old.successes) or 0
-  failures = tonumber(old.failures) or 0
-  last_success = old.last_success
+# For each (field, record) pair of ARGV: keeps the counts and last_success of the stored record and
+# replaces the rest with the new one; a key beat did not register is left alone. A record that cannot be
+# decoded restarts its counts. One call records every scrape of a task's wave.
+_RECORD = Script("""
+for i = 1, #ARGV, 2 do
+  local raw = redis.call('HGET', KEYS[1], ARGV[i])
+  -- only targets in beat's plan have a record: a scrape finishing after its target left the plan
+  -- must not bring the record back
+  if raw then
+    local new = cmsgpack.unpack(ARGV[i + 1])
+    local successes, failures, last_success = 0, 0, nil
+    local ok, old = pcall(cmsgpack.unpack, raw)
+    if ok and type(old) == 'table' then
+      successes = tonumber(old.successes) or 0
+      failures = tonumber(old.failures) or 0
+      last_success = old.last_success
+    end
+    if new.health == 'up' then
+      successes = successes + 1
+      last_success = new.last_scrape
+    else
+      failures = failures + 1
+    end
+    new.successes = successes
+    new.failures = failures
+    new.last_success = last_success
+    redis.call('HSET', KEYS[1], ARGV[i], cmsgpack.pack(new))
+  end
 end
-if new.health == 'up' then
-  successes = successes + 1
-  last_success = new.last_scrape
-else
-  failures = failures + 1
-end
-new.successes = successes
-new.failures = failures
-new.last_success = last_success
-redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(new))
-"""
+return 0
+""")
 
 
 def _identity(spec: ScrapeSpec) -> dict[str, object]:
@@ -141,8 +147,7 @@ def _identity(spec: ScrapeSpec) -> dict[str, object]:
     }
 
 
-def record_scrape(
-    client: redis.Redis,
+def scrape_record(
     spec: ScrapeSpec,
     *,
     start: float,
@@ -150,12 +155,12 @@ def record_scrape(
     error: Exception | None,
     worker: str,
     delta: str | None = None,
-) -> None:
-    """Record how one scrape of ``spec`` went: health, times, error message, worker, what its delta
-    came to (a cumulative type: a scraper.delta.Outcome value); count it.
+) -> tuple[str, bytes]:
+    """How one scrape of ``spec`` went, as :func:`queue_records` stores it: health, times, error
+    message, worker, what its delta came to (a cumulative type: a scraper.delta.Outcome value).
 
     Only ``str(error)`` is kept from the error (messages are secret-free by contract); nothing
-    of the request is stored. On a pipeline, the write is queued with the rest.
+    of the request is stored.
     """
     record = _identity(spec) | {
         "health": (TargetHealth.UP if error is None else TargetHealth.DOWN).value,
@@ -167,8 +172,24 @@ def record_scrape(
         record["last_error"] = str(error)
     if delta is not None:
         record["delta"] = delta
-    # EVAL rather than EVALSHA: on a pipeline redis-py would first ask Redis whether the script is loaded.
-    client.eval(_RECORD, 1, keys.STATUS, spec.key, msgpack.packb(record))
+    return spec.key, msgpack.packb(record)
+
+
+def queue_records(replies: NamedReplies, records: list[tuple[str, bytes]]) -> None:
+    """Queue the write of ``records`` (:func:`scrape_record`), all in one script call, each counted
+    in its record's successes or failures."""
+    if records:
+        replies.call(_RECORD, [keys.STATUS], [part for record in records for part in record])
+
+
+def record_scrape(client: redis.Redis, spec: ScrapeSpec, *, start: float, duration: float,
+                  error: Exception | None, worker: str, delta: str | None = None) -> None:
+    """Record how one scrape of ``spec`` went (:func:`scrape_record`), now."""
+    with client.pipeline(transaction=False) as pipe:
+        replies = NamedReplies(pipe)
+        queue_records(replies, [scrape_record(spec, start=start, duration=duration, error=error, worker=worker,
+                                              delta=delta)])
+        replies.execute()
 
 
 def register_specs(client: redis.Redis, specs: list[ScrapeSpec], shard: str = "") -> None:

@@ -42,6 +42,8 @@ class PprofTarget:
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.served: Counter[str] = Counter()
         self.cpu_overlaps = 0
+        #: seconds a CPU profile is held past its ``seconds`` (a slow target)
+        self.cpu_extra_s = 0.0
         self.requests: list[tuple[str, dict[str, str]]] = []
         #: (path, client address, Unix time) of every request: who scraped what, when
         self.arrivals: list[tuple[str, str, float]] = []
@@ -77,7 +79,7 @@ class PprofTarget:
                                      "text/plain; charset=utf-8")
                         return
                     try:
-                        time.sleep(seconds)
+                        time.sleep(seconds + target.cpu_extra_s)
                     finally:
                         target._cpu_busy.release()
                 elif seconds:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +12,22 @@ from typing import Any
 CPU_SECONDS = 1
 
 
-def write_config(path: Path, store: Path, address: str) -> Path:
-    """A config at ``path`` scraping goroutine, memory and process_cpu of ``address`` into the file store ``store``."""
+def write_config(path: Path, store: Path, address: str, pyroscope: str | None = None) -> Path:
+    """A config at ``path`` scraping goroutine, memory and process_cpu of ``address`` into the file store
+    ``store`` (and to a Pyroscope at the URL ``pyroscope``, the receiver ``pyro``, when given)."""
+    elsewhere = f"\n  pyro: {{type: pyroscope, url: \"{pyroscope}\"}}" if pyroscope else ""
     path.write_text(f"""
 scrape:
   demo:
     targets: [{{__address__: "{address}", app: demo}}]
-    forward_to: [files]
+    forward_to: [files{", pyro" if pyroscope else ""}]
     scrape_interval: 3s
     delta_profiling_duration: {CPU_SECONDS}s
     profiling_config:
       profile.block: {{enabled: false}}
       profile.mutex: {{enabled: false}}
 write:
-  files: {{type: file, path: "{store}"}}
+  files: {{type: file, path: "{store}"}}{elsewhere}
 """)
     return path
 
@@ -46,10 +48,15 @@ class ThreadCall:
         self.future.cancel()
 
 
-def spawn_in(pool: ThreadPoolExecutor) -> Callable[..., ThreadCall]:
+class spawn_in:  # noqa: N801 - used as a function: spawn_in(pool)
     """A ``Spawn`` that runs each call in ``pool``."""
 
-    def spawn(func: Callable[..., Any], /, *args: Any) -> ThreadCall:
-        return ThreadCall(pool.submit(func, *args))
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
 
-    return spawn
+    def __call__(self, func: Callable[..., Any], /, *args: Any) -> ThreadCall:
+        return ThreadCall(self.pool.submit(func, *args))
+
+    def ended(self, started: Sequence[Any], timeout: float | None = None) -> list[Any]:
+        wait([call.future for call in started], timeout=timeout, return_when=FIRST_COMPLETED)
+        return [call for call in started if call.future.done()]

@@ -4,7 +4,7 @@ body, writing files, rendering a profile page)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import gevent
@@ -33,9 +33,18 @@ class Greenlet:
         self._greenlet.kill(block=False)
 
 
-def spawn(func: Callable[..., T], /, *args: Any) -> Greenlet:
-    """Start ``func(*args)`` in a greenlet (:class:`scraper.concurrency.Spawn`)."""
-    return Greenlet(gevent.spawn(outcome, func, *args))
+class Greenlets:
+    """Calls side by side in greenlets (:class:`scraper.concurrency.Spawn`)."""
+
+    def __call__(self, func: Callable[..., T], /, *args: Any) -> Greenlet:
+        return Greenlet(gevent.spawn(outcome, func, *args))
+
+    def ended(self, started: Sequence[Any], timeout: float | None = None) -> list[Any]:
+        gevent.wait([call._greenlet for call in started], timeout=timeout, count=1)
+        return [call for call in started if call._greenlet.ready()]
+
+
+spawn = Greenlets()
 
 
 class OffTheHub:

@@ -9,7 +9,7 @@ from celery import Task
 
 from scraper import delivery
 from scraper.plan import describe
-from scraper.runtime import Runtime
+from scraper.runtime import Owed, Runtime
 from scraper.scrape import ScrapeResult
 from scraper.settings import Settings
 
@@ -46,22 +46,21 @@ def scrape(job: str, profile_types: list[str] | str, target_labels: list[dict[st
     if len(slots) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(slots)} scheduled times: the message is malformed")
 
-    def send_pushes(recorded: list[ScrapeResult]) -> None:
-        """One push per receiver for a phase's valid profiles, as soon as they are stored: the quick
-        types' profiles do not wait out the slot's 14 s CPU profile."""
+    def send_pushes(recorded: list[ScrapeResult], owed: Owed) -> None:
+        """One push per receiver for what a wave's profiles still owe it (all but this host's file
+        stores, which the scrape wrote), as soon as they are stored: the quick types' profiles do not
+        wait out the slot's 14 s CPU profile."""
         for r in recorded:
             if not r.ok:
                 log.info("scrape failed: %s %s %s: %s", job, r.spec.labels.get("instance", ""), r.spec.profile_type,
                          r.error)
-        valid = [r for r in recorded if r.ok]
-        if not valid:
-            return
-        instances = list(dict.fromkeys(r.spec.labels.get("instance", "") for r in valid))
-        about = describe(job, instances, list(dict.fromkeys(r.spec.profile_type for r in valid)), min(slots))
-        ids = [r.push_id for r in valid]
-        for receiver in valid[0].spec.forward_to:
+        by_id = {r.push_id: r for r in recorded}
+        for receiver, ids in owed.items():
+            valid = [by_id[i] for i in ids]
+            instances = list(dict.fromkeys(r.spec.labels.get("instance", "") for r in valid))
+            about = describe(job, instances, list(dict.fromkeys(r.spec.profile_type for r in valid)), min(slots))
             push.apply_async(args=(ids, receiver), argsrepr=f"{receiver} {about}")
-        delivery.published(rt.redis, ids)
+        delivery.published(rt.redis, sorted({i for ids in owed.values() for i in ids}))
 
     results, errors = rt.scrape(job, types, targets, slots, recorded=send_pushes)
     if errors:

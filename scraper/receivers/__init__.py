@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import FileReceiverConfig, PyroscopeReceiverConfig, ReceiverConfig
+from ..errors import PushError
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,13 @@ class Receiver(Protocol):
     blocks: bool
 
     def push(self, profile: Profile) -> None: ...
+
+
+class BatchReceiver(Receiver, Protocol):
+    """A receiver whose pushes block (``blocks``): the push stage hands it a batch at a time, in a
+    writer thread."""
+
+    def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]: ...
 
 
 def build_receiver(name: str, config: ReceiverConfig) -> Receiver:

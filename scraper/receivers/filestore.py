@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..config import FileReceiverConfig
-from ..errors import PushUnavailable
+from ..errors import PushError, PushUnavailable
 from . import Profile
 from .retention import RetentionClock
 
@@ -71,6 +71,16 @@ class FileStore:
         )
         stem = f"{when:%H%M%S}-{path_component(profile.labels.get('instance', ''))}-{path_component(profile.id)}"
         return directory / f"{stem}.pb.gz", directory / f"{stem}.json"
+
+    def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]:
+        out: dict[str, PushError | None] = {}
+        for profile in profiles:
+            try:
+                self.push(profile)
+                out[profile.id] = None
+            except PushError as exc:
+                out[profile.id] = exc
+        return out
 
     def push(self, profile: Profile) -> None:
         """Store ``profile``; a second push of the same profile leaves the first pair as it is.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import redis
 
 from scraper import baseline, delivery, keys
+from scraper.broker import NamedReplies
 from scraper.delta import CUMULATIVE_SAMPLE_TYPES, Delta, compute
 from scraper.plan import ScrapeSpec
 from scraper.pprof import parse_profile
@@ -35,9 +36,9 @@ def write(client: redis.Redis, delta: Delta, *, series: ScrapeSpec | None = None
     profile = Profile(id=f"id-{series.key}-{slot}", labels=series.labels, body=b"raw", start=now or slot,
                       end=(now or slot) + 1, url=series.url, cumulative=list(NAMES), is_delta=True, delta=delta.body)
     with client.pipeline(transaction=False) as pipe:
-        baseline.queue_stash(pipe, profile, list(series.forward_to), series, delta, budget)
-        (reply,) = pipe.execute()
-    return baseline.stashed(reply)
+        replies = NamedReplies(pipe)
+        baseline.queue_stash(replies, profile, list(series.forward_to), series, delta, budget)
+        return baseline.stashed(replies.execute()[profile.id])
 
 
 def stored(client: redis.Redis, series: ScrapeSpec | None = None):

@@ -30,10 +30,10 @@ def test_loading_many_keeps_their_order_and_says_none_where_nothing_is_pending(r
 
 def test_the_profile_stays_until_every_receiver_released_it(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(), ["files", "pyro"], BIG, BIG)
-    delivery.release(redis_client, "id-1", "files")
+    delivery.release(redis_client, ["id-1"], "files")
     assert redis_client.smembers(keys.BODY_REFS.format(id="id-1")) == {b"pyro"}
     assert delivery.load(redis_client, "id-1") is not None
-    delivery.release(redis_client, "id-1", "pyro")
+    delivery.release(redis_client, ["id-1"], "pyro")
     assert delivery.load(redis_client, "id-1") is None
     assert int(redis_client.get(keys.PENDING_BYTES)) == 0
     assert redis_client.zcard(keys.PENDING) == 0
@@ -41,15 +41,15 @@ def test_the_profile_stays_until_every_receiver_released_it(redis_client: redis.
 
 def test_a_redelivered_release_does_not_free_the_profile_for_another_receiver(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(), ["files", "pyro"], BIG, BIG)
-    delivery.release(redis_client, "id-1", "files")
-    delivery.release(redis_client, "id-1", "files")  # the same push, delivered twice
+    delivery.release(redis_client, ["id-1"], "files")
+    delivery.release(redis_client, ["id-1"], "files")  # the same push, delivered twice
     assert delivery.load(redis_client, "id-1") is not None
 
 
 def test_stashing_the_same_slot_twice_counts_its_bytes_once(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(), ["files"], BIG, BIG)
     delivery.stash(redis_client, profile(), ["files"], BIG, BIG)
-    delivery.release(redis_client, "id-1", "files")
+    delivery.release(redis_client, ["id-1"], "files")
     assert int(redis_client.get(keys.PENDING_BYTES)) == 0
 
 
@@ -136,6 +136,6 @@ def test_a_profile_whose_pushes_were_never_published_is_claimed_once_after_a_min
 
 def test_an_orphan_delivered_or_evicted_meanwhile_is_forgotten_not_claimed(redis_client: redis.Redis) -> None:
     delivery.stash(redis_client, profile(1), ["files"], BIG, BIG)
-    delivery.release(redis_client, "id-1", "files")
+    delivery.release(redis_client, ["id-1"], "files")
     assert delivery.claim_orphans(redis_client, now=10**10) == {}
     assert redis_client.zcard(keys.UNPUBLISHED) == 0

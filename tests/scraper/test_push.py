@@ -55,6 +55,17 @@ class RecordingReceiver:
             self.received.append(profile)
             self.threads.add(threading.current_thread().name)
 
+    def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]:
+        """As a blocking receiver (a file store) takes a batch: each profile, its error or None."""
+        outcomes: dict[str, PushError | None] = {}
+        for profile in profiles:
+            try:
+                self.push(profile)
+                outcomes[profile.id] = None
+            except PushError as exc:
+                outcomes[profile.id] = exc
+        return outcomes
+
 
 @pytest.fixture
 def threads() -> Iterator[ThreadPoolExecutor]:

@@ -41,8 +41,8 @@ def labels(target: PprofTarget) -> dict[str, str]:
     return {"__address__": target.address, "app": "demo", "service_name": "demo"}
 
 
-def test_a_scrape_records_each_types_status_and_keeps_its_profile_for_its_receivers(
-        runtime: Runtime, redis_client: redis.Redis, target: PprofTarget) -> None:
+def test_a_scrape_records_each_types_status_and_writes_its_profiles_to_this_hosts_file_store(
+        runtime: Runtime, redis_client: redis.Redis, target: PprofTarget, tmp_path: Path) -> None:
     status.register_specs(redis_client, make_plan(runtime.config).specs)  # as beat does
 
     results, errors = runtime.scrape("demo", TYPES, [labels(target)], [time.time()])
@@ -51,17 +51,38 @@ def test_a_scrape_records_each_types_status_and_keeps_its_profile_for_its_receiv
     assert sorted((r.spec.profile_type, r.ok) for r in results) == [(t, True) for t in sorted(TYPES)]
     assert sorted((s.profile_type, s.health.value) for s in status.read_statuses(redis_client)) == \
         [(t, "up") for t in sorted(TYPES)]
+    assert len(list((tmp_path / "profiles").rglob("*.pb.gz"))) == len(TYPES)
     for result in results:
-        assert redis_client.smembers(keys.BODY_REFS.format(id=result.push_id)) == {b"files"}
-        stored = delivery.load(redis_client, result.push_id)
-        assert stored is not None and stored.body == result.body
+        (path,) = (tmp_path / "profiles").rglob(f"*-{result.push_id}.pb.gz")
+        assert path.read_bytes() == result.body
+        # nothing is left in Redis for a push task: the profile went straight to the store
+        assert delivery.load(redis_client, result.push_id) is None
+
+
+def test_a_profile_the_file_store_cannot_take_is_kept_in_redis_for_a_push_task_to_retry(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget) -> None:
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the store's directory should be")
+    config = write_config(tmp_path / "c.yaml", blocked / "profiles", target.address)
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        runtime = Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads),
+                          validations=in_place, writes=in_place)
+        owed: list[dict[str, list[str]]] = []
+        results, errors = runtime.scrape("demo", ["goroutine"], [labels(target)], [time.time()],
+                                         recorded=lambda _, wave_owes: owed.append(wave_owes))
+
+    assert errors == [] and [r.ok for r in results] == [True]
+    assert owed == [{"files": [results[0].push_id]}]
+    stored = delivery.load(redis_client, results[0].push_id)
+    assert stored is not None and stored.body == results[0].body
+    assert redis_client.smembers(keys.BODY_REFS.format(id=results[0].push_id)) == {b"files"}
 
 
 def test_the_quick_types_are_handed_on_before_the_cpu_profile_is_in(
         runtime: Runtime, target: PprofTarget) -> None:
     phases: list[list[str]] = []
 
-    def recorded(results: list[ScrapeResult]) -> None:
+    def recorded(results: list[ScrapeResult], owed: object) -> None:
         phases.append(sorted(r.spec.profile_type for r in results))
 
     runtime.scrape("demo", TYPES, [labels(target)], [time.time()], recorded=recorded)

@@ -29,7 +29,9 @@ def store(tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: Ppr
           monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The file store the worker's config writes to; the worker's runtime and Celery app use the test's Redis."""
     store = tmp_path / "profiles"
-    monkeypatch.setenv("SCRAPER_CONFIG", str(write_config(tmp_path / "c.yaml", store, target.address)))
+    # a Pyroscope nobody listens at: profiles for it wait in Redis for push tasks, as for any receiver elsewhere
+    monkeypatch.setenv("SCRAPER_CONFIG", str(write_config(tmp_path / "c.yaml", store, target.address,
+                                                          pyroscope="http://127.0.0.1:9")))
     monkeypatch.setenv("SCRAPER_BROKER_URL", redis_url)
     app.close()  # its connections, if any, lead to the broker it was made with
     monkeypatch.setitem(app.conf, "broker_url", redis_url)
