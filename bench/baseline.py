@@ -6,7 +6,7 @@ One process, gevent, one requests session, one greenlet per scrape spec sleeping
 slot (the same plan and slots as beat). Each scrape fetches the URL, checks HTTP 200, validates the
 body and takes the delta of a cumulative type (``scraper.scrape.check_body``, as a worker does, the
 baseline kept in memory) and writes it with ``scraper.receivers.filestore.FileStore``
-exactly as the system's push does, in a thread pool so that fsync does not stall the loop. No Celery,
+exactly as the system's push does, in a thread pool so that its sync does not stall the loop. No Celery,
 no Redis, no status, no metrics.
 
 On exit (after ``--duration`` or SIGTERM) it prints one JSON line of counters by outcome.
@@ -66,8 +66,8 @@ def scrape_loop(spec: ScrapeSpec, cumulative: tuple[str, ...], session: requests
                                   start=start, end=time.time(), url=spec.url,
                                   cumulative=list(delta.baseline.sample_types) if delta else [],
                                   delta=delta.body if delta else None)
-                # FileStore fsyncs each file and its directory (~7 ms each here): in a thread, so the
-                # loop keeps scraping while the disk works (fsync releases the GIL).
+                # FileStore.push waits for the disk (three syncfs a push): in a thread, so the loop
+                # keeps scraping while the disk works (the sync releases the GIL).
                 gevent.get_hub().threadpool.apply(store.push, (profile,))
                 outcomes["ok"] += 1
         except ScrapeError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from ..config import FileReceiverConfig, PyroscopeReceiverConfig, ReceiverConfig
 from ..errors import PushError
@@ -49,18 +49,24 @@ class Receiver(Protocol):
     name: str
     #: whether it stores the deltas of cumulative profiles (Pyroscope) rather than what the target served
     wants_deltas: bool
-    #: whether a push blocks its thread (disk writes and fsyncs) instead of waiting on sockets: the
-    #: push stage then runs it in writer threads, a batch at a time (scraper.push)
+    #: whether a push blocks its thread (disk writes and syncs) instead of waiting on sockets: the
+    #: push stage then runs it in writer threads, a batch at a time (scraper.push). Such a receiver
+    #: is a BatchReceiver.
     blocks: bool
 
     def push(self, profile: Profile) -> None: ...
 
 
+@runtime_checkable
 class BatchReceiver(Receiver, Protocol):
-    """A receiver whose pushes block (``blocks``): the push stage hands it a batch at a time, in a
-    writer thread."""
+    """A receiver whose pushes block (``blocks`` is True), which takes a batch in one call so that
+    it pays for durability once per batch (the file store: three syncs, not four fsyncs a profile)."""
 
-    def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]: ...
+    def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]:
+        """Store ``profiles``, idempotently by id; for each id, None once it is stored (durably: on
+        disk, for the file store) or was already, else the PushError it failed with. A profile that
+        fails does not fail the others, unless what they share fails (a sync of the disk)."""
+        ...
 
 
 def build_receiver(name: str, config: ReceiverConfig) -> Receiver:

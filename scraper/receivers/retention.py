@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".retention.lock"
 #: how often a process that writes to a store looks at its retention
 SWEEP_INTERVAL_S = 60.0
+#: a temporary file this old was left by a writer that died (a batch renames its files within seconds)
+STALE_TEMPORARY_S = 3600.0
 _SUFFIXES = (".pb.gz", ".json")
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,8 @@ class Sweep:
     by_size_bytes: int = 0
     kept: int = 0
     kept_bytes: int = 0
+    #: temporary files left by writers that died mid-batch
+    temporary: int = 0
 
 
 @dataclass(slots=True)
@@ -49,7 +53,8 @@ def sweep(name: str, config: FileReceiverConfig, now: float | None = None) -> Sw
     """Apply ``config``'s retention to its store once; None when another process is sweeping it.
 
     A profile's age is its file's modification time (when it was stored). The sidecar goes first,
-    so a reader that finds a sidecar still finds its profile or nothing: never half a pair.
+    so a reader that finds a sidecar still finds its profile or nothing: never half a pair. Temporary
+    files older than :data:`STALE_TEMPORARY_S` go too.
     """
     if config.retention is None and config.max_size is None:
         return Sweep()
@@ -71,7 +76,8 @@ def sweep(name: str, config: FileReceiverConfig, now: float | None = None) -> Sw
 def _sweep_locked(name: str, config: FileReceiverConfig, root: Path, now: float) -> Sweep:
     # Directories written to in the last minute may be about to get a file: never remove those.
     busy = {d for d, _, _ in os.walk(root) if _mtime(d) > time.time() - 60}
-    entries = sorted(_entries(root), key=lambda e: e.mtime)
+    found, temporary = _entries(root, now - STALE_TEMPORARY_S)
+    entries = sorted(found, key=lambda e: e.mtime)
     by_age = by_age_bytes = by_size = by_size_bytes = 0
     start = 0
     if config.retention is not None:
@@ -91,8 +97,9 @@ def _sweep_locked(name: str, config: FileReceiverConfig, root: Path, now: float)
             by_size += 1
             drop += 1
         kept = kept[drop:]
-    if by_age or by_size:
+    if by_age or by_size or temporary:
         _remove_empty_directories(root, busy)
+    if by_age or by_size:
         metrics.observe_retention(name, "age", by_age, by_age_bytes)
         metrics.observe_retention(name, "size", by_size, by_size_bytes)
         log.info(
@@ -101,16 +108,23 @@ def _sweep_locked(name: str, config: FileReceiverConfig, root: Path, now: float)
             name, by_age, by_age_bytes, config.retention, by_size, by_size_bytes, config.max_size,
             len(kept), total, root,
         )
-    return Sweep(by_age, by_age_bytes, by_size, by_size_bytes, len(kept), total)
+    if temporary:
+        log.info("file receiver %r: retention removed %d temporary files older than %ds, left by writers that died",
+                 name, temporary, STALE_TEMPORARY_S)
+    return Sweep(by_age, by_age_bytes, by_size, by_size_bytes, len(kept), total, temporary)
 
 
-def _entries(root: Path) -> list[_Entry]:
-    """Every stored profile under ``root``: its files (profile and sidecar), their size, its mtime."""
+def _entries(root: Path, stale_before: float) -> tuple[list[_Entry], int]:
+    """Every stored profile under ``root``: its files (profile and sidecar), their size, its mtime; and
+    how many temporary files last modified before ``stale_before`` it removed."""
     pairs: dict[str, _Entry] = {}
+    stale = 0
     for directory, subdirs, files in os.walk(root):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for file in files:
             if file.startswith("."):  # temporary files being written, and the lock
+                if file.endswith(".tmp") and _mtime(os.path.join(directory, file)) < stale_before:
+                    stale += _unlink(os.path.join(directory, file))
                 continue
             for suffix in _SUFFIXES:
                 if file.endswith(suffix):
@@ -126,7 +140,7 @@ def _entries(root: Path) -> list[_Entry]:
                     # sidecar first: see sweep()
                     entry.files.insert(0 if suffix == ".json" else len(entry.files), path)
                     break
-    return list(pairs.values())
+    return list(pairs.values()), stale
 
 
 def _remove(entry: _Entry) -> int:
@@ -139,6 +153,15 @@ def _remove(entry: _Entry) -> int:
         except FileNotFoundError:
             pass
     return removed
+
+
+def _unlink(path: str) -> int:
+    """1 when it removed ``path``, 0 when it was gone already."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return 0
+    return 1
 
 
 def _mtime(path: str) -> float:

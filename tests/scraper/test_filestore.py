@@ -15,7 +15,7 @@ import pytest
 from scraper._proto import profile_pb2
 from scraper.config import parse_config
 from scraper.errors import PushUnavailable
-from scraper.receivers import Profile, build_receiver
+from scraper.receivers import Profile, build_receiver, filestore
 from scraper.receivers.filestore import FileStore, path_component
 
 GO = Path(__file__).parent.parent / "data" / "go"
@@ -153,12 +153,15 @@ def test_path_component_makes_any_value_one_safe_component() -> None:
     assert len(path_component("x" * 500)) == 96
 
 
+def temporary_files(root: Path) -> list[str]:
+    return [p.name for p in root.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+
+
 def test_no_temporary_file_is_left_behind(tmp_path: Path) -> None:
     store = store_at(tmp_path)
     for path in sorted(GO.glob("*.pb.gz")):
         store.push(make_profile(body=path.read_bytes(), id=path.stem))
-    names = [p.name for p in tmp_path.rglob("*")]
-    assert not [n for n in names if n.startswith(".") or n.endswith(".tmp")]
+    assert temporary_files(tmp_path) == []
     assert len(all_files(tmp_path)) == 2 * len(list(GO.glob("*.pb.gz")))
 
 
@@ -213,3 +216,143 @@ def test_a_write_that_the_disk_refuses_is_unavailable_and_names_the_path(tmp_pat
     with pytest.raises(PushUnavailable, match=f"file receiver 'local': cannot write {not_a_directory}/api/memory/2026/01/01"):
         store.push(make_profile())
 
+
+
+def batch_of(count: int, prefix: str = "b") -> list[Profile]:
+    """``count`` profiles of several types and instances, as one push task carries them."""
+    return [
+        make_profile(id=f"{prefix}{i}", labels={**LABELS, "__name__": ("memory", "process_cpu", "mutex")[i % 3],
+                                                "instance": f"10.0.0.{i}:6060"})
+        for i in range(count)
+    ]
+
+
+def test_a_batch_stores_every_profile_with_its_sidecar(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    batch = batch_of(7)
+
+    outcomes = store.push_batch(batch)
+
+    assert outcomes == dict.fromkeys((p.id for p in batch), None)
+    for profile in batch:
+        data_path, sidecar = store.paths(profile)
+        assert data_path.read_bytes() == HEAP
+        assert json.loads(sidecar.read_text())["id"] == profile.id
+    assert len(all_files(tmp_path)) == 14
+
+
+def test_a_profile_the_disk_refuses_fails_alone_naming_its_path(tmp_path: Path) -> None:
+    (tmp_path / "blocked").write_text("a file where the job's directory should be")
+    store = store_at(tmp_path)
+    refused = make_profile(id="refused", labels={**LABELS, "job": "blocked"})
+    batch = [*batch_of(2), refused]
+
+    outcomes = store.push_batch(batch)
+
+    error = outcomes["refused"]
+    assert isinstance(error, PushUnavailable)
+    assert str(error) == f"file receiver 'local': cannot write {tmp_path}/blocked/memory/2026/01/01: Not a directory"
+    assert [outcomes[p.id] for p in batch[:2]] == [None, None]
+    assert all(path.exists() for p in batch[:2] for path in store.paths(p))
+
+
+def test_a_profile_that_cannot_be_renamed_into_place_fails_alone_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    stuck = make_profile(id="stuck")
+    data_path, sidecar = store.paths(stuck)
+    (data_path / "in-the-way").mkdir(parents=True)  # a directory holding the profile's name
+    batch = [*batch_of(2), stuck]
+
+    outcomes = store.push_batch(batch)
+
+    error = outcomes["stuck"]
+    assert isinstance(error, PushUnavailable)
+    assert str(error).startswith(f"file receiver 'local': cannot write {data_path}: ")
+    assert not sidecar.exists()
+    assert [outcomes[p.id] for p in batch[:2]] == [None, None]
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_profile_already_stored_is_left_as_it_is_and_reported_stored(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    stored = make_profile(id="stored")
+    store.push(stored)
+    data_path, sidecar = store.paths(stored)
+    first = (data_path.stat().st_mtime_ns, sidecar.stat().st_mtime_ns)
+    fresh = make_profile(id="fresh")
+
+    outcomes = store.push_batch([stored, fresh])
+
+    assert outcomes == {"stored": None, "fresh": None}
+    assert (data_path.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == first
+    assert len(all_files(tmp_path)) == 4
+
+
+def test_the_same_profile_twice_in_a_batch_is_stored_once(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+
+    outcomes = store.push_batch([make_profile(), make_profile()])
+
+    assert outcomes == {"5f2c9e01": None}
+    assert len(all_files(tmp_path)) == 2
+    assert temporary_files(tmp_path) == []
+
+
+def test_the_same_profile_from_two_threads_at_once_leaves_one_pair(tmp_path: Path) -> None:
+    """A redelivered push can race the first delivery: each thread writes its own temporary files."""
+    store = store_at(tmp_path)
+    batch = batch_of(35)
+    start = threading.Barrier(2)
+    outcomes: list[dict[str, object]] = []
+
+    def push() -> None:
+        start.wait(timeout=30)
+        outcomes.append(dict(store.push_batch(batch)))
+
+    threads = [threading.Thread(target=push) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert outcomes == [dict.fromkeys((p.id for p in batch), None)] * 2
+    assert len(all_files(tmp_path)) == 70
+    assert temporary_files(tmp_path) == []
+
+
+def test_a_directory_removed_between_two_batches_is_made_again(tmp_path: Path) -> None:
+    """Retention, maybe another process's, removes emptied day directories whenever it sweeps."""
+    store = store_at(tmp_path)
+    first = make_profile(id="first")
+    store.push_batch([first])
+    day = store.paths(first)[0].parent
+    for path in store.paths(first):
+        path.unlink()
+    for directory in (day, day.parent, day.parent.parent):
+        directory.rmdir()
+    second = make_profile(id="second")
+
+    outcomes = store.push_batch([second])
+
+    assert outcomes == {"second": None}
+    assert all(path.exists() for path in store.paths(second))
+
+
+def test_without_syncfs_a_batch_is_stored_all_the_same(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A libc without syncfs (not glibc 2.14+ or musl): each file and directory is fsynced instead."""
+    monkeypatch.setattr(filestore, "_SYNCFS", None)
+    store = store_at(tmp_path)
+    batch = batch_of(3)
+
+    assert store.push_batch(batch) == dict.fromkeys((p.id for p in batch), None)
+    assert len(all_files(tmp_path)) == 6
+    assert temporary_files(tmp_path) == []
+
+
+def test_the_sidecar_is_one_line_of_compact_json(tmp_path: Path) -> None:
+    store = store_at(tmp_path)
+    store.push(make_profile())
+
+    text = store.paths(make_profile())[1].read_text()
+
+    assert text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"

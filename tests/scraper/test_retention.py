@@ -176,3 +176,22 @@ def test_two_writer_processes_keep_the_store_under_max_size_and_whole(tmp_path: 
     assert "a0000" not in ids and "b0000" not in ids
     assert ids[-1] in ("a0149", "b0149")
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_temporary_files_older_than_an_hour_are_removed_and_newer_ones_kept(tmp_path: Path) -> None:
+    """A writer killed mid-batch leaves its dot-prefixed temporary files; nothing else would remove them."""
+    store = store_at(tmp_path, retention="7d")
+    now = time.time()
+    push_aged(store, "kept", 60, now)
+    day = store.paths(make_profile(id="kept", start=now - 60))[0].parent
+    stale = day / ".235958-10.0.0.7_6060-dead.pb.gz.0a1b2c3d.140001.tmp"
+    fresh = day / ".235958-10.0.0.7_6060-busy.pb.gz.0a1b2c3d.140002.tmp"
+    for path, age in ((stale, retention.STALE_TEMPORARY_S + 60), (fresh, 60)):
+        path.write_bytes(b"half a profile")
+        os.utime(path, (now - age, now - age))
+
+    result = retention.sweep("local", store.config, now=now)
+
+    assert result is not None and result.temporary == 1
+    assert not stale.exists() and fresh.exists()
+    assert stored(tmp_path) == ["kept"]
