@@ -59,13 +59,14 @@ def scrape_loop(spec: ScrapeSpec, cumulative: tuple[str, ...], session: requests
             else:
                 # the same work as a worker: validation, and the delta of a cumulative type against the
                 # series' previous scrape (kept here in this process's memory, not in Redis)
-                _, delta = check_body(spec, response.content, slot, cumulative, baselines.get(spec.key))
+                # (not encoded: like a worker whose only receiver is a file store, which keeps the totals)
+                _, delta = check_body(spec, response.content, slot, cumulative, baselines.get(spec.key),
+                                      encode_delta=False)
                 if delta is not None:
                     baselines[spec.key] = delta.baseline
                 profile = Profile(id=push_id(spec, slot), labels=spec.labels, body=response.content,
                                   start=start, end=time.time(), url=spec.url,
-                                  cumulative=list(delta.baseline.sample_types) if delta else [],
-                                  delta=delta.body if delta else None)
+                                  cumulative=list(delta.baseline.sample_types) if delta else [])
                 # FileStore.push waits for the disk (three syncfs a push): in a thread, so the loop
                 # keeps scraping while the disk works (the sync releases the GIL).
                 gevent.get_hub().threadpool.apply(store.push, (profile,))

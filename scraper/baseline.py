@@ -131,9 +131,9 @@ class Stashed:
 
 def queue_stash(replies: NamedReplies, profile: Profile, receivers: list[str], spec: ScrapeSpec,
                 delta: Delta, budget: int) -> None:
-    """Queue the stash of ``profile`` (whose ``delta`` is ``delta.body``) for ``receivers`` together
-    with the write of ``delta.baseline`` (only that when ``receivers`` is empty); its reply, named by
-    the push id, becomes a :class:`Stashed` through :func:`stashed`."""
+    """Queue the stash of ``profile`` (its ``delta`` set when a receiver wants it) for ``receivers``
+    together with the write of ``delta.baseline`` (only that when ``receivers`` is empty); its reply,
+    named by the push id, becomes a :class:`Stashed` through :func:`stashed`."""
     head, tail = delivery.pack_parts(profile)
     new = delta.baseline
     expires_at = new.slot + KEEP_INTERVALS * spec.interval_s
@@ -141,7 +141,7 @@ def queue_stash(replies: NamedReplies, profile: Profile, receivers: list[str], s
         _STASH_WITH_BASELINE,
         [*delivery.stash_keys(profile.id), baseline_key(spec), keys.BASELINES, keys.BASELINE_BYTES, keys.COUNTERS,
          keys.UNPUBLISHED],
-        [head if receivers else b"", profile.id, profile.start, tail if delta.body is not None and receivers else b"",
+        [head if receivers else b"", profile.id, profile.start, tail if profile.delta is not None and receivers else b"",
          slot_text(delta.against_slot) if delta.against_slot is not None else "", slot_text(new.slot),
          new.encode(), expires_at, budget, *receivers],
         name=profile.id,

@@ -23,10 +23,11 @@ Rules (docs/pyroscope.md):
 from __future__ import annotations
 
 import enum
+import functools
 import gzip
 import sys
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from hashlib import blake2b
 
 import msgpack
@@ -151,10 +152,17 @@ class Delta:
     outcome: Outcome
     #: this profile as the next scrape's baseline
     baseline: Baseline
-    #: the change since the baseline, gzipped pprof; only when ``outcome`` is DELTA
-    body: bytes | None = None
     #: the slot of the baseline the change was taken against (what Redis must still hold for it to count)
     against_slot: float | None = None
+    #: the profile changed into its delta (only when ``outcome`` is DELTA), and its ``time_nanos``
+    changed: Message | None = field(default=None, repr=False, compare=False)
+    time_nanos: int = 0
+
+    @functools.cached_property
+    def body(self) -> bytes | None:
+        """The change since the baseline, gzipped pprof; None unless ``outcome`` is DELTA. Encoded on
+        first use: only stores of deltas (Pyroscope) need it, and encoding costs as much as the delta."""
+        return None if self.changed is None else _encode(self.changed, self.time_nanos)
 
 
 def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None, *, slot: float,
@@ -228,7 +236,7 @@ def compute(profile: Message, names: tuple[str, ...], previous: Baseline | None,
         profile.duration_nanos = max(0, time_nanos - previous.time_nanos)
     else:
         profile.duration_nanos = int((slot - previous.slot) * 1e9)
-    return Delta(Outcome.DELTA, baseline, body=_encode(profile, time_nanos), against_slot=previous.slot)
+    return Delta(Outcome.DELTA, baseline, against_slot=previous.slot, changed=profile, time_nanos=time_nanos)
 
 
 def sample_keys(profile: Message) -> list[bytes]:
@@ -251,12 +259,21 @@ def sample_keys(profile: Message) -> list[bytes]:
         lines = b"".join(b"%s%d\x00" % (functions.get(line.function_id, b""), line.line) for line in loc.line)
         locations[loc.id] = blake2b(lines, digest_size=_KEY_BYTES).digest()
     keys = []
+    location = locations.__getitem__
+    # a profile has few distinct labels (Go: bytes=N on heap samples): each is formatted once
+    formatted: dict[tuple[int, int, int, int], bytes] = {}
     for sample in profile.sample:
-        stack = b"".join([locations[i] for i in sample.location_id])
+        stack = b"".join(map(location, sample.location_id))
         if sample.label:
-            stack += b"\x01" + b"\x00".join(sorted(
-                b"%s=%s=%d=%s" % (strings[label.key], strings[label.str], label.num, strings[label.num_unit])
-                for label in sample.label))
+            texts = []
+            for label in sample.label:
+                ref = (label.key, label.str, label.num, label.num_unit)
+                text = formatted.get(ref)
+                if text is None:
+                    text = formatted[ref] = b"%s=%s=%d=%s" % (strings[ref[0]], strings[ref[1]], ref[2], strings[ref[3]])
+                texts.append(text)
+            texts.sort()
+            stack += b"\x01" + b"\x00".join(texts)
         keys.append(blake2b(stack, digest_size=_KEY_BYTES).digest())
     return keys
 

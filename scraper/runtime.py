@@ -13,6 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 
 import redis
 
@@ -22,7 +23,7 @@ from .client import TargetClient
 from .concurrency import Offload, Spawn, Started
 from .config import Config, ConfigSource
 from .delta import TARGET_DELTA_TYPES, Baseline, Outcome, cumulative_types_of
-from .errors import ConfigError
+from .errors import ConfigError, PushError
 from .plan import ScrapeSpec, spec_for
 from .push import PushStage
 from .receivers import Profile
@@ -199,9 +200,21 @@ class Runtime:
         if spec.delta_seconds and not guarded:
             wait = functools.partial(guard.wait_for, self.redis, spec, token, wait_until=scheduled_at + spec.interval_s)
         result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard=wait,
-                             offload=self._validations, cumulative=self.cumulative(spec), baseline=previous)
+                             offload=self._validations, cumulative=self.cumulative(spec), baseline=previous,
+                             encode_delta=self.wants_deltas(spec.forward_to))
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
+
+    def wants_deltas(self, receivers: Sequence[str]) -> bool:
+        """Whether one of ``receivers`` stores the deltas of cumulative profiles (one not in this
+        process's config is taken to, so that its dead letter keeps the delta for a replay)."""
+        for name in receivers:
+            try:
+                if self.pushes.receiver(name).wants_deltas:
+                    return True
+            except PushError:
+                return True
+        return False
 
     def record(self, results: list[ScrapeResult], *, release: Sequence[ScrapeSpec] = (), token: str = "") -> Owed:
         """Write the valid profiles to this host's file stores, then, in one round trip, record how the
@@ -243,6 +256,8 @@ class Runtime:
                     owed.setdefault(name, []).append(profile.id)
                     stashed_ids.add(profile.id)
                 if delta is not None:
+                    if self.wants_deltas(receivers):
+                        profile = replace(profile, delta=delta.body)
                     baseline.queue_stash(replies, profile, receivers, spec, delta, self.settings.max_baseline_bytes)
                 elif receivers:
                     delivery.queue_stash(replies, profile, receivers)
@@ -270,9 +285,8 @@ class Runtime:
 
 
 def _profile(result: ScrapeResult) -> Profile:
-    """The profile a valid scrape hands to its receivers."""
+    """The profile a valid scrape hands to its receivers, without its delta (added for those that want it)."""
     spec, delta = result.spec, result.delta
     return Profile(id=result.push_id, labels=spec.labels, body=result.body or b"", start=result.start, end=result.end,
                    url=spec.url, cumulative=list(delta.baseline.sample_types) if delta is not None else [],
-                   is_delta=delta is not None or spec.profile_type in TARGET_DELTA_TYPES,
-                   delta=delta.body if delta is not None else None)
+                   is_delta=delta is not None or spec.profile_type in TARGET_DELTA_TYPES)

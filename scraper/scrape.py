@@ -69,6 +69,7 @@ def scrape_once(
     clock: Callable[[], float] = time.time,
     cumulative: tuple[str, ...] = (),
     baseline: Baseline | None = None,
+    encode_delta: bool = True,
 ) -> ScrapeResult:
     """Scrape ``spec`` once: HTTP 200 and a valid pprof body is success, anything else a named error.
 
@@ -77,7 +78,7 @@ def scrape_once(
     guard of its URL: scraper.guard; it raises ScrapeSkipped); ``offload(func, *args, **kwargs)`` runs the validation
     (and delta) of a large body elsewhere (a thread). The delta of the ``cumulative`` sample types (see
     :func:`scraper.delta.cumulative_sample_types`) is taken against ``baseline``, the series' stored
-    one (None: there is none).
+    one (None: there is none), and encoded as pprof only when ``encode_delta``.
     """
     start = clock()
     try:
@@ -86,9 +87,9 @@ def scrape_once(
             start = clock()  # the request starts once the guard is held, after any wait
         fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
         if offload is not None and decompressed_size(fetched.body, OFFLOAD_BYTES) > OFFLOAD_BYTES:
-            info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline)
+            info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline, encode_delta)
         else:
-            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline)
+            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline, encode_delta)
     except ScrapeError as exc:
         return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
     except (SecretFileError, ConfigError) as exc:
@@ -98,11 +99,15 @@ def scrape_once(
 
 
 def check_body(spec: ScrapeSpec, body: bytes, scheduled_at: float, cumulative: tuple[str, ...] = (),
-               baseline: Baseline | None = None) -> tuple[ProfileInfo, Delta | None]:
+               baseline: Baseline | None = None, encode_delta: bool = True) -> tuple[ProfileInfo, Delta | None]:
     """Validate ``body``; when it has ``cumulative`` sample types, also take their delta against
-    ``baseline``, on the profile validation decoded (None when there is nothing cumulative)."""
+    ``baseline``, on the profile validation decoded (None when there is nothing cumulative), and
+    encode it when ``encode_delta`` (a receiver stores deltas)."""
     if not cumulative:
         return validate_profile(body, url=spec.url, size_limit=spec.body_size_limit,
                                 sample_limit=spec.sample_limit), None
     info, profile = parse_profile(body, url=spec.url, size_limit=spec.body_size_limit, sample_limit=spec.sample_limit)
-    return info, compute(profile, cumulative, baseline, slot=scheduled_at, interval_s=spec.interval_s)
+    delta = compute(profile, cumulative, baseline, slot=scheduled_at, interval_s=spec.interval_s)
+    if delta is not None and encode_delta:
+        delta.body  # noqa: B018 - encoded here, off the event loop when this runs in the validation thread
+    return info, delta
