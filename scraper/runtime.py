@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: Seconds a wave of held scrapes waits, after the first one ends, for the others that end with it.
 WAVE_S = 0.05
 
+#: Specs a process keeps built at most (a fleet's; past it, targets that came and went are let go).
+MAX_SPECS_KEPT = 100_000
+
 #: Push ids a wave's scrapes still owe each receiver, by receiver: what push tasks deliver.
 Owed = dict[str, list[str]]
 
@@ -55,6 +58,9 @@ class Runtime:
         self.redis = connect_redis(broker_url(settings), settings.sentinel_master)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self._clients: dict[str, tuple[object, TargetClient]] = {}
+        #: specs already built from the config ``_specs_of``, by (job, target labels, profile type)
+        self._specs_of: Config | None = None
+        self._specs: dict[tuple[str, tuple[tuple[str, str], ...], str], ScrapeSpec] = {}
         self._spawn = spawn
         self._validations = validations
         self.pushes = PushStage(self.redis, self.source.get, settings, spawn=spawn, writes=writes)
@@ -183,9 +189,21 @@ class Runtime:
             started.cancel()
 
     def specs(self, job: str, target_labels: dict[str, str], profile_types: list[str]) -> list[ScrapeSpec]:
-        """The specs of ``profile_types`` of one target, rebuilt from this process's config (ConfigError
-        when the job or a type is not in it)."""
-        return [spec_for(self.config, job, target_labels, profile_type) for profile_type in profile_types]
+        """The specs of ``profile_types`` of one target, built from this process's config (ConfigError
+        when the job or a type is not in it); kept while the config stays, since a target comes back
+        every interval."""
+        config = self.config
+        if config is not self._specs_of or len(self._specs) > MAX_SPECS_KEPT:
+            self._specs_of, self._specs = config, {}
+        labels = tuple(sorted(target_labels.items()))
+        specs = []
+        for profile_type in profile_types:
+            key = (job, labels, profile_type)
+            spec = self._specs.get(key)
+            if spec is None:
+                spec = self._specs[key] = spec_for(config, job, target_labels, profile_type)
+            specs.append(spec)
+        return specs
 
     def cumulative(self, spec: ScrapeSpec) -> tuple[str, ...]:
         """The sample types of ``spec``'s profiles that are running totals, by this process's config."""

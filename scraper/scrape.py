@@ -7,6 +7,7 @@ a profile open).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 import uuid
@@ -47,7 +48,7 @@ class ScrapeResult:
     def duration(self) -> float:
         return self.end - self.start
 
-    @property
+    @functools.cached_property
     def push_id(self) -> str:
         """Stable id of this profile: the same (target, type, scheduled time) always gets the same id."""
         return push_id(self.spec, self.scheduled_at)

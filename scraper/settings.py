@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     #: gevent greenlets per worker process
     concurrency: int = Field(default=500, ge=1)
     #: most targets one scrape task carries: beat puts the targets of a job that fall due in the same
-    #: tick (at most 0.1 s apart) into one task, so a worker pays Celery's per-message cost once for
+    #: tick (at most 0.25 s apart) into one task, so a worker pays Celery's per-message cost once for
     #: them; 1 means one task per target and slot
     targets_per_task: int = Field(default=20, ge=1)
     #: seconds before Redis hands an unacknowledged push to another worker; must exceed the
