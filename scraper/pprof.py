@@ -144,18 +144,19 @@ _Profile, _ProfileRefs, _LineRefs, _WireProfile = _schemas()
 
 
 def validate_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT,
-                     sample_limit: int = 0) -> ProfileInfo:
+                     sample_limit: int = 0, data: bytes | None = None) -> ProfileInfo:
     """Check that ``body`` is a valid pprof profile, gzip-compressed or not, and describe it.
 
     Raises :class:`BodyTooLarge` as soon as the (decompressed) profile exceeds ``size_limit`` bytes,
     :class:`TooManySamples` when it holds more than ``sample_limit`` samples (0: no limit), counted
     before anything is decoded, and :class:`InvalidProfile` for anything that is not a profile.
+    ``data``, when given, is ``body`` already decompressed (:func:`unpacked`).
     """
-    return parse_profile(body, url=url, size_limit=size_limit, sample_limit=sample_limit)[0]
+    return parse_profile(body, url=url, size_limit=size_limit, sample_limit=sample_limit, data=data)[0]
 
 
 def parse_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFAULT_SIZE_LIMIT,
-                  sample_limit: int = 0) -> tuple[ProfileInfo, Message]:
+                  sample_limit: int = 0, data: bytes | None = None) -> tuple[ProfileInfo, Message]:
     """:func:`validate_profile`, also handing back the decoded profile, so that work on it (a delta)
     does not decompress and decode the body a second time. Its ``string_table`` holds bytes and its
     ``time_nanos`` is repeated (see ``_schemas``); the rest is profile.proto's ``Profile``."""
@@ -163,7 +164,7 @@ def parse_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFA
         raise InvalidProfile("empty body: the target answered with no data where a pprof profile was expected", url)
     gzipped = body.startswith(GZIP_MAGIC)
     if gzipped:
-        data = _gunzip(body, size_limit, url)
+        data = _gunzip(body, size_limit, url) if data is None or len(data) > size_limit else data
         if not data:
             raise InvalidProfile("gzip of an empty body: the target compressed nothing instead of a profile", url)
         if data.startswith(GZIP_MAGIC):
@@ -198,22 +199,16 @@ def parse_profile(body: bytes, *, url: str | None = None, size_limit: int = DEFA
     return _info(profile, gzipped, len(data)), profile
 
 
-def decompressed_size(body: bytes, limit: int) -> int:
-    """What ``body`` decompresses to, counted up to ``limit`` + 1 bytes (so never more work than that);
-    broken gzip counts as what it held before it broke."""
+def unpacked(body: bytes, limit: int) -> bytes | None:
+    """``body`` decompressed (itself when it is not gzip) when that is at most ``limit`` bytes and
+    its gzip is sound; None when it is larger (decompression stops just past ``limit``, so never
+    more work than that) or broken, which validation then reports."""
     if not body.startswith(GZIP_MAGIC):
-        return len(body)
-    size, rest = 0, body
-    while rest.startswith(GZIP_MAGIC) and size <= limit:
-        member = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            size += len(member.decompress(rest, limit + 1 - size))
-        except zlib.error:
-            return size
-        if not member.eof:
-            return size
-        rest = member.unused_data
-    return size
+        return body if len(body) <= limit else None
+    try:
+        return _gunzip(body, limit, None)
+    except (BodyTooLarge, InvalidProfile):
+        return None
 
 
 def _gunzip(body: bytes, limit: int, url: str | None) -> bytes:

@@ -18,7 +18,7 @@ from .client import TargetClient
 from .delta import Baseline, Delta, compute
 from .errors import ConfigError, ScrapeError, SecretFileError
 from .plan import ScrapeSpec
-from .pprof import ProfileInfo, decompressed_size, parse_profile, validate_profile
+from .pprof import ProfileInfo, parse_profile, unpacked, validate_profile
 
 #: Bodies that decompress to more than this are validated off the event loop. Validation costs up to
 #: ~1 µs a decompressed byte (a body of tiny samples), so this keeps the loop's share under ~100 ms,
@@ -87,10 +87,11 @@ def scrape_once(
             guard()
             start = clock()  # the request starts once the guard is held, after any wait
         fetched = client.fetch(spec.url, timeout_s=spec.timeout_s, body_size_limit=spec.body_size_limit)
-        if offload is not None and decompressed_size(fetched.body, OFFLOAD_BYTES) > OFFLOAD_BYTES:
+        data = unpacked(fetched.body, OFFLOAD_BYTES)  # decompressed once: validation takes it as it is
+        if offload is not None and data is None:
             info, delta = offload(check_body, spec, fetched.body, scheduled_at, cumulative, baseline, encode_delta)
         else:
-            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline, encode_delta)
+            info, delta = check_body(spec, fetched.body, scheduled_at, cumulative, baseline, encode_delta, data)
     except ScrapeError as exc:
         return ScrapeResult(spec, scheduled_at, start, clock(), error=exc)
     except (SecretFileError, ConfigError) as exc:
@@ -100,14 +101,16 @@ def scrape_once(
 
 
 def check_body(spec: ScrapeSpec, body: bytes, scheduled_at: float, cumulative: tuple[str, ...] = (),
-               baseline: Baseline | None = None, encode_delta: bool = True) -> tuple[ProfileInfo, Delta | None]:
-    """Validate ``body``; when it has ``cumulative`` sample types, also take their delta against
-    ``baseline``, on the profile validation decoded (None when there is nothing cumulative), and
-    encode it when ``encode_delta`` (a receiver stores deltas)."""
+               baseline: Baseline | None = None, encode_delta: bool = True,
+               data: bytes | None = None) -> tuple[ProfileInfo, Delta | None]:
+    """Validate ``body`` (``data``: already decompressed); when it has ``cumulative`` sample types, also
+    take their delta against ``baseline``, on the profile validation decoded (None when there is nothing
+    cumulative), and encode it when ``encode_delta`` (a receiver stores deltas)."""
     if not cumulative:
         return validate_profile(body, url=spec.url, size_limit=spec.body_size_limit,
-                                sample_limit=spec.sample_limit), None
-    info, profile = parse_profile(body, url=spec.url, size_limit=spec.body_size_limit, sample_limit=spec.sample_limit)
+                                sample_limit=spec.sample_limit, data=data), None
+    info, profile = parse_profile(body, url=spec.url, size_limit=spec.body_size_limit, sample_limit=spec.sample_limit,
+                                  data=data)
     delta = compute(profile, cumulative, baseline, slot=scheduled_at, interval_s=spec.interval_s)
     if delta is not None and encode_delta:
         delta.body  # noqa: B018 - encoded here, off the event loop when this runs in the validation thread

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bench.validation_cost import sample_bomb
 from scraper._proto import profile_pb2
 from scraper.errors import BodyTooLarge, InvalidProfile, TooManySamples
-from scraper.pprof import ProfileInfo, _as_pprof_reads_it, _consistent, _problem, _Profile, validate_profile
+from scraper.pprof import ProfileInfo, _as_pprof_reads_it, _consistent, _problem, _Profile, unpacked, validate_profile
 
 DATA = Path(__file__).parent.parent / "data"
 URL = "http://app:6060/debug/pprof/heap"
@@ -607,3 +607,20 @@ def test_a_sample_bomb_is_refused_before_decoding_with_memory_near_its_decompres
         tracemalloc.stop()
     # the decompressed profile (built once, then copied out of zlib's buffer), nothing per sample
     assert peak < 2.5 * 4 * MiB
+
+
+def test_a_body_that_decompresses_within_the_limit_is_handed_back_decompressed_once() -> None:
+    body = (DATA / "go" / "heap_1.pb.gz").read_bytes()
+    data = unpacked(body, 64 * 1024)
+
+    assert data == gzip.decompress(body)
+    assert validate_profile(body, data=data) == validate_profile(body)
+
+
+def test_a_body_past_the_limit_or_broken_is_not_unpacked_and_validation_says_why() -> None:
+    body = (DATA / "go" / "heap_1.pb.gz").read_bytes()
+
+    assert unpacked(body, 1024) is None
+    assert unpacked(body[:-8], 64 * 1024) is None
+    with pytest.raises(InvalidProfile, match="truncated gzip"):
+        validate_profile(body[:-8])
