@@ -4,6 +4,7 @@ work that is waiting for it."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -75,6 +76,21 @@ def load_config_before_consuming(**_: Any) -> None:
     except ConfigError as exc:
         log.critical("%s", exc)
         raise SystemExit(2) from None
+
+
+#: The garbage collector's thresholds in a worker (Python's defaults: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+@worker_ready.connect
+def collect_less_often(**_: Any) -> None:
+    """Collect cyclic garbage less often, and never walk what startup made (modules, config, Celery's
+    app). With Python's defaults a busy worker spent about a tenth of its CPU in the collector,
+    walking a heap that every greenlet, request and profile object grows by hundreds of objects;
+    with these, 11% less CPU per scrape and the same peak memory (docs/benchmarks.md)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @worker_shutting_down.connect
