@@ -245,9 +245,9 @@ class Runtime:
         for result in valid:
             for name in result.spec.forward_to:
                 by_receiver.setdefault(name, []).append(profiles[result.push_id])
-        # Redis commands were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
         written = self.pushes.write_here(by_receiver)
         owed: Owed = {}
+        # Redis commands were a third of a busy worker's CPU when each went alone (docs/benchmarks.md).
         with self.redis.pipeline(transaction=False) as pipe:
             replies = NamedReplies(pipe)
             guard.queue_release(replies, list(release), token)
