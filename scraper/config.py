@@ -315,6 +315,9 @@ class FileReceiverConfig(_Model):
     retention: Duration | None = None
     #: the store's profiles and sidecars are kept under this many bytes (oldest removed first)
     max_size: ByteSize | None = None
+    #: who writes the store: ``scrape``, the worker that scraped the profile, on its host (no trip
+    #: through Redis); ``push``, a push task, on a host that consumes the ``push`` queue
+    written_by: Literal["scrape", "push"] = "scrape"
 
     @field_validator("retention")
     @classmethod

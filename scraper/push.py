@@ -158,9 +158,10 @@ class PushStage:
                 target = self.receiver(name)
             except PushError:
                 continue  # not in this process's config: its push task dead-letters it, saying so
-            if not target.blocks:
+            here = cast(BatchReceiver, target)
+            if not target.blocks or not here.written_by_scrape:
                 continue
-            written = self._write_batch(cast(BatchReceiver, target), batch)
+            written = self._write_batch(here, batch)
             taken[name] = {push_id for push_id, (error, _) in written.items() if error is None}
             for push_id, (error, _) in written.items():
                 if error is not None:

@@ -62,6 +62,9 @@ class BatchReceiver(Receiver, Protocol):
     """A receiver whose pushes block (``blocks`` is True), which takes a batch in one call so that
     it pays for durability once per batch (the file store: three syncs, not four fsyncs a profile)."""
 
+    #: whether the worker that scraped a profile writes it (on its host), rather than a push task
+    written_by_scrape: bool
+
     def push_batch(self, profiles: list[Profile]) -> dict[str, PushError | None]:
         """Store ``profiles``, idempotently by id; for each id, None once it is stored (durably: on
         disk, for the file store) or was already, else the PushError it failed with. A profile that

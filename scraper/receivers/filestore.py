@@ -139,6 +139,7 @@ class FileStore:
         self.name = name
         self.config = config
         self.retention = RetentionClock(name, config)
+        self.written_by_scrape = config.written_by == "scrape"
         self._root = str(config.path)
         self._known_directories: set[str] = set()
 

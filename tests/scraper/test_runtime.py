@@ -78,6 +78,22 @@ def test_a_profile_the_file_store_cannot_take_is_kept_in_redis_for_a_push_task_t
     assert redis_client.smembers(keys.BODY_REFS.format(id=results[0].push_id)) == {b"files"}
 
 
+def test_a_file_store_written_by_push_tasks_is_left_to_them(
+        tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget) -> None:
+    config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", target.address)
+    config.write_text(config.read_text().replace("type: file,", "type: file, written_by: push,"))
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        runtime = Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads),
+                          validations=in_place, writes=in_place)
+        owed: list[dict[str, list[str]]] = []
+        results, errors = runtime.scrape("demo", ["goroutine"], [labels(target)], [time.time()],
+                                         recorded=lambda _, wave_owes: owed.append(wave_owes))
+
+    assert errors == [] and owed == [{"files": [results[0].push_id]}]
+    assert list((tmp_path / "profiles").rglob("*.pb.gz")) == []
+    assert delivery.load(redis_client, results[0].push_id) is not None
+
+
 def test_the_quick_types_are_handed_on_before_the_cpu_profile_is_in(
         runtime: Runtime, target: PprofTarget) -> None:
     phases: list[list[str]] = []
