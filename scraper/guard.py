@@ -37,6 +37,17 @@ return released
 """)
 
 
+# KEYS: a guard. ARGV: the token, its expiry in ms. Renews the expiry if the token still holds it.
+_RENEW = Script("""
+if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+return 0
+""")
+
+#: Seconds after the task took its guards past which a fetch starting renews its own first: the
+#: guard's expiry counts from the take, and a busy worker can start a fetch long after.
+RENEW_AFTER_S = 1.0
+
+
 def new_token() -> str:
     """A token for the guards one task takes."""
     return uuid.uuid4().hex
@@ -80,6 +91,15 @@ def wait_for(client: redis.Redis, spec: ScrapeSpec, token: str, *, wait_until: f
                 spec.url,
             )
         time.sleep(POLL_S)
+
+
+def renew(client: redis.Redis, spec: ScrapeSpec, token: str) -> bool:
+    """Give ``spec``'s guard held by ``token`` a full expiry again, from now: its request starts now.
+    False when ``token`` no longer holds it (it expired and another scrape took it)."""
+    with client.pipeline(transaction=False) as pipe:
+        replies = NamedReplies(pipe)
+        replies.call(_RENEW, [guard_key(spec)], [token, _expiry_ms(spec)], name="renewed")
+        return bool(replies.execute()["renewed"])
 
 
 def queue_release(replies: NamedReplies, specs: list[ScrapeSpec], token: str) -> None:

@@ -76,7 +76,8 @@ class PushStage:
         if settings is None:
             raise PushRejected(f"receiver {name!r} is not in this process's config; keep configs in step across hosts")
         cached = self._receivers.get(name)
-        if cached is None or cached[0] != settings:
+        # identity first: every scrape asks, and comparing pydantic models field by field is not free
+        if cached is None or (cached[0] is not settings and cached[0] != settings):
             if cached is not None and hasattr(cached[1], "close"):
                 cached[1].close()  # its pooled connections would otherwise linger until exit
             cached = (settings, self._build(name, settings))
@@ -149,9 +150,9 @@ class PushStage:
 
     def write_here(self, profiles: dict[str, list[Profile]]) -> dict[str, set[str]]:
         """Write ``profiles`` (by receiver name) to those receivers that store on this host (file
-        stores), a batch each, from the scrape itself: no stash in Redis, no push task. The ids each
-        took, by receiver; what one did not take is the caller's to stash for push tasks, which retry
-        and dead-letter as usual."""
+        stores), a batch each, from the scrape itself when a writer thread is free: no stash in Redis,
+        no push task. The ids each took, by receiver; what one did not take is the caller's to stash
+        for push tasks, which retry and dead-letter as usual."""
         taken: dict[str, set[str]] = {}
         for name, batch in profiles.items():
             try:
@@ -161,7 +162,15 @@ class PushStage:
             here = cast(BatchReceiver, target)
             if not target.blocks or not here.written_by_scrape:
                 continue
-            written = self._write_batch(here, batch)
+            # Every writer busy (a slow disk, an overloaded worker): the batch waits in Redis for a push
+            # task, within its pending budget, rather than in this process's memory (3.5 GB per worker
+            # at 1,000 targets with 100 KB profiles when it waited here).
+            if not self._writer_batches.acquire(blocking=False):
+                continue
+            try:
+                written = self._write_batch(here, batch)
+            finally:
+                self._writer_batches.release()
             taken[name] = {push_id for push_id, (error, _) in written.items() if error is None}
             for push_id, (error, _) in written.items():
                 if error is not None:
@@ -174,7 +183,7 @@ class PushStage:
         began = time.monotonic()
         try:
             errors = self._writes(target.push_batch, profiles)
-        except Exception as exc:
+        except Exception as exc:  # a bug in a store must not lose the batch: push tasks retry it
             log.exception("writing %d profiles to %s failed", len(profiles), target.name)
             errors = dict.fromkeys((p.id for p in profiles), PushUnavailable(f"writing to {target.name} failed: {exc}"))
         seconds = (time.monotonic() - began) / max(1, len(profiles))

@@ -126,7 +126,9 @@ class Runtime:
         except redis.RedisError as exc:
             errors.append(exc)
             guarded = set()
-        started = [self._spawn(self.fetch, spec, at, baselines.get(spec.key), token, spec.key in guarded)
+        taken_at = time.monotonic()
+        started = [self._spawn(self.fetch, spec, at, baselines.get(spec.key), token,
+                               taken_at if spec.key in guarded else None)
                    for spec, at in planned]
         self._fetching.update(started)
         results: list[ScrapeResult] = []
@@ -210,18 +212,27 @@ class Runtime:
         return cumulative_types_of(self.config, spec)
 
     def fetch(self, spec: ScrapeSpec, scheduled_at: float, previous: Baseline | None = None, token: str = "",
-              guarded: bool = False) -> ScrapeResult:
+              guarded_at: float | None = None) -> ScrapeResult:
         """Scrape ``spec`` once for the slot ``scheduled_at`` (a cumulative type's delta against
-        ``previous``, its stored baseline); the outcome is in the result. A held type whose in-flight
-        guard is not ``guarded`` yet waits for it, taking it for ``token``; the caller releases it."""
+        ``previous``, its stored baseline); the outcome is in the result. A held type's in-flight guard
+        was taken for ``token`` at ``guarded_at`` (monotonic seconds), or is waited for and taken now;
+        the caller releases it."""
         wait = None
-        if spec.delta_seconds and not guarded:
-            wait = functools.partial(guard.wait_for, self.redis, spec, token, wait_until=scheduled_at + spec.interval_s)
+        if spec.delta_seconds:
+            wait = functools.partial(self._guard, spec, token, guarded_at, wait_until=scheduled_at + spec.interval_s)
         result = scrape_once(spec, self.client_for(spec.job), scheduled_at=scheduled_at, guard=wait,
                              offload=self._validations, cumulative=self.cumulative(spec), baseline=previous,
                              encode_delta=self.wants_deltas(spec.forward_to))
         metrics.observe_scrape(spec, result, lag_s=max(0.0, result.start - scheduled_at))
         return result
+
+    def _guard(self, spec: ScrapeSpec, token: str, guarded_at: float | None, *, wait_until: float) -> None:
+        """Hold ``spec``'s guard for the request about to start: the task's, renewed when this fetch
+        starts long after the task took it (else it could expire mid-request), or one waited for."""
+        if guarded_at is not None:
+            if time.monotonic() - guarded_at < guard.RENEW_AFTER_S or guard.renew(self.redis, spec, token):
+                return
+        guard.wait_for(self.redis, spec, token, wait_until=wait_until)
 
     def wants_deltas(self, receivers: Sequence[str]) -> bool:
         """Whether one of ``receivers`` stores the deltas of cumulative profiles (one not in this
