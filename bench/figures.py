@@ -55,14 +55,15 @@ def main() -> None:
     # a target's 5 types every 15 s are 1/3 scrape a second; a core is 1,000 ms of CPU a second
     per_core = int(1000 / (redis_ms * 5 / system["interval_s"]))
     rows += [
-        ("Redis CPU per scrape", "reported", f"{redis_ms} ms", True),
-        ("Redis commands per scrape", "reported", str(system["redis_commands_per_scrape"]), True),
-        ("targets x 5 types one Redis core carries", "reported", f"{per_core:,}", True),
+        ("Redis CPU per scrape", "reported", f"{redis_ms} ms", None),
+        ("Redis commands per scrape", "reported", str(system["redis_commands_per_scrape"]), None),
+        ("targets x 5 types one Redis core carries", "reported", f"{per_core:,}", None),
     ]
     width = max(len(name) for name, *_ in rows)
     print()
     for name, goal, measured, met in rows:
-        print(f"{name:<{width}}  {goal:<16} {measured:<10} {'met' if met else 'NOT MET'}")
+        verdict = "" if met is None else "met" if met else "NOT MET"
+        print(f"{name:<{width}}  {goal:<16} {measured:<10} {verdict}".rstrip())
 
 
 if __name__ == "__main__":
