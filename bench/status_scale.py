@@ -21,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scraper.broker import connect_redis
+from scraper.broker import NamedReplies, connect_redis
 from scraper.config import parse_config
 from scraper.embedded_redis import EmbeddedRedis
 from scraper.errors import ConnectFailed
 from scraper.httpserver import start_http_server
 from scraper.plan import plan
-from scraper.status import record_scrape, register_specs
+from scraper.status import queue_records, register_specs, scrape_record
 
 TYPES = ["process_cpu", "memory", "goroutine", "mutex", "block"]
 
@@ -43,14 +43,17 @@ def fill(client, targets: int, types: int) -> int:
     specs = plan(config)
     register_specs(client, specs)
     now = time.time()
+    records = []
+    for i, spec in enumerate(specs):
+        if i % 10 < 5:
+            records.append(scrape_record(spec, start=now, duration=0.05, error=None, worker="bench/1"))
+        elif i % 10 == 5:
+            records.append(scrape_record(spec, start=now, duration=2.0, worker="bench/1",
+                                         error=ConnectFailed("connection refused", url=spec.url)))
     with client.pipeline(transaction=False) as pipe:
-        for i, spec in enumerate(specs):
-            if i % 10 < 5:
-                record_scrape(pipe, spec, start=now, duration=0.05, error=None, worker="bench/1")
-            elif i % 10 == 5:
-                record_scrape(pipe, spec, start=now, duration=2.0, worker="bench/1",
-                              error=ConnectFailed("connection refused", url=spec.url))
-        pipe.execute()
+        replies = NamedReplies(pipe)
+        queue_records(replies, records)
+        replies.execute()
     return len(specs)
 
 

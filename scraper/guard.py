@@ -108,10 +108,3 @@ def queue_release(replies: NamedReplies, specs: list[ScrapeSpec], token: str) ->
     if specs:
         replies.call(_RELEASE, [guard_key(spec) for spec in specs], [token])
 
-
-def release(client: redis.Redis, specs: list[ScrapeSpec], token: str) -> None:
-    """Release ``specs``' guards held by ``token`` now, in one round trip."""
-    with client.pipeline(transaction=False) as pipe:
-        replies = NamedReplies(pipe)
-        queue_release(replies, specs, token)
-        replies.execute()

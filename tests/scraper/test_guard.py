@@ -8,6 +8,7 @@ from pathlib import Path
 import redis
 
 from scraper import guard
+from scraper.broker import NamedReplies
 from scraper.config import load_config
 from scraper.plan import ScrapeSpec, make_plan
 
@@ -24,14 +25,22 @@ write:
     return next(s for s in make_plan(load_config(config)).specs if s.profile_type == "process_cpu")
 
 
+def release(client: redis.Redis, spec: ScrapeSpec, token: str) -> None:
+    """As a wave's record pipeline releases its guards."""
+    with client.pipeline(transaction=False) as pipe:
+        replies = NamedReplies(pipe)
+        guard.queue_release(replies, [spec], token)
+        replies.execute()
+
+
 def test_a_guard_taken_for_a_task_is_not_taken_again_until_released(tmp_path: Path, redis_client: redis.Redis) -> None:
     spec = cpu_spec(tmp_path)
 
     assert guard.take(redis_client, [spec], "task-a") == {spec.key}
     assert guard.take(redis_client, [spec], "task-b") == set()
-    guard.release(redis_client, [spec], "task-b")  # not its holder: nothing happens
+    release(redis_client, spec, "task-b")  # not its holder: nothing happens
     assert guard.take(redis_client, [spec], "task-b") == set()
-    guard.release(redis_client, [spec], "task-a")
+    release(redis_client, spec, "task-a")
     assert guard.take(redis_client, [spec], "task-b") == {spec.key}
 
 

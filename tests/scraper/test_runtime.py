@@ -59,17 +59,26 @@ def test_a_scrape_records_each_types_status_and_writes_its_profiles_to_this_host
         assert delivery.load(redis_client, result.push_id) is None
 
 
+def scrape_goroutine(config: Path, redis_url: str, target: PprofTarget,
+                     ) -> tuple[list[ScrapeResult], list[Exception], list[dict[str, list[str]]]]:
+    """One task's goroutine scrape of ``target`` by a runtime with ``config``: its results, its errors
+    and what each wave left owed to push tasks."""
+    owed: list[dict[str, list[str]]] = []
+    with ThreadPoolExecutor(max_workers=8) as threads:
+        runtime = Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads),
+                          validations=in_place, writes=in_place)
+        results, errors = runtime.scrape("demo", ["goroutine"], [labels(target)], [time.time()],
+                                         recorded=lambda _, wave_owes: owed.append(wave_owes))
+    return results, errors, owed
+
+
 def test_a_profile_the_file_store_cannot_take_is_kept_in_redis_for_a_push_task_to_retry(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget) -> None:
     blocked = tmp_path / "not-a-directory"
     blocked.write_text("a file where the store's directory should be")
     config = write_config(tmp_path / "c.yaml", blocked / "profiles", target.address)
-    with ThreadPoolExecutor(max_workers=8) as threads:
-        runtime = Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads),
-                          validations=in_place, writes=in_place)
-        owed: list[dict[str, list[str]]] = []
-        results, errors = runtime.scrape("demo", ["goroutine"], [labels(target)], [time.time()],
-                                         recorded=lambda _, wave_owes: owed.append(wave_owes))
+
+    results, errors, owed = scrape_goroutine(config, redis_url, target)
 
     assert errors == [] and [r.ok for r in results] == [True]
     assert owed == [{"files": [results[0].push_id]}]
@@ -82,12 +91,8 @@ def test_a_file_store_written_by_push_tasks_is_left_to_them(
         tmp_path: Path, redis_url: str, redis_client: redis.Redis, target: PprofTarget) -> None:
     config = write_config(tmp_path / "c.yaml", tmp_path / "profiles", target.address)
     config.write_text(config.read_text().replace("type: file,", "type: file, written_by: push,"))
-    with ThreadPoolExecutor(max_workers=8) as threads:
-        runtime = Runtime(Settings(config=config, broker_url=redis_url), spawn=spawn_in(threads),
-                          validations=in_place, writes=in_place)
-        owed: list[dict[str, list[str]]] = []
-        results, errors = runtime.scrape("demo", ["goroutine"], [labels(target)], [time.time()],
-                                         recorded=lambda _, wave_owes: owed.append(wave_owes))
+
+    results, errors, owed = scrape_goroutine(config, redis_url, target)
 
     assert errors == [] and owed == [{"files": [results[0].push_id]}]
     assert list((tmp_path / "profiles").rglob("*.pb.gz")) == []
