@@ -142,6 +142,9 @@ def test_an_invalid_config_change_is_refused_and_the_last_good_one_keeps_running
     procs.append(start_worker(env, tmp_path))
     beat = start_beat(env, tmp_path)
     procs.append(beat)
+    # "beat: Starting" comes before beat reads its config: a config broken before then is refused at
+    # start (beat exits), not as a change
+    beat.wait_for_output("scrape specs from", timeout=60)
     config.write_text(config.read_text().replace("scrape_interval", "scrape_intervall"))
     beat.wait_for_output("refused the changed config", timeout=10)
     assert "scrape_intervall: unknown key" in beat.output()
