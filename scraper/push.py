@@ -150,9 +150,9 @@ class PushStage:
 
     def write_here(self, profiles: dict[str, list[Profile]]) -> dict[str, set[str]]:
         """Write ``profiles`` (by receiver name) to those receivers that store on this host (file
-        stores), a batch each, from the scrape itself when a writer thread is free: no stash in Redis,
-        no push task. The ids each took, by receiver; what one did not take is the caller's to stash
-        for push tasks, which retry and dead-letter as usual."""
+        stores), a batch each, from the scrape itself: no stash in Redis, no push task. The ids each
+        took, by receiver; what one did not take is the caller's to stash for push tasks, which retry
+        and dead-letter as usual."""
         taken: dict[str, set[str]] = {}
         for name, batch in profiles.items():
             try:
@@ -162,15 +162,7 @@ class PushStage:
             here = cast(BatchReceiver, target)
             if not target.blocks or not here.written_by_scrape:
                 continue
-            # Every writer busy (a slow disk, an overloaded worker): the batch waits in Redis for a push
-            # task, within its pending budget, rather than in this process's memory (3.5 GB per worker
-            # at 1,000 targets with 100 KB profiles when it waited here).
-            if not self._writer_batches.acquire(blocking=False):
-                continue
-            try:
-                written = self._write_batch(here, batch)
-            finally:
-                self._writer_batches.release()
+            written = self._write_batch(here, batch)
             taken[name] = {push_id for push_id, (error, _) in written.items() if error is None}
             for push_id, (error, _) in written.items():
                 if error is not None:
